@@ -1,0 +1,13 @@
+"""Where checkpoint bytes come from.
+
+A ``ByteSource`` is one file read by byte range; a ``Location`` is a folder of
+them (a local directory now, a hub repository or URL prefix later). Formats
+read only through these two, so every reader works the same on any location.
+This package owns byte access and its bounds checks; it knows nothing of
+tensors.
+"""
+
+from forebear.sources.base import ByteSource, Location
+from forebear.sources.local import LocalDirectory, LocalFile, open_local
+
+__all__ = ["ByteSource", "LocalDirectory", "LocalFile", "Location", "open_local"]
