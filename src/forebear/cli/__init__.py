@@ -1,0 +1,85 @@
+"""The ``forebear`` command line: parse, call the library, render — nothing else.
+
+``main`` maps every ``ForebearError`` to one line on stderr and its exit code;
+a traceback appears only with ``FOREBEAR_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from forebear import __version__
+from forebear.cli.demo import demo_command
+from forebear.cli.inspect import inspect_command
+from forebear.cli.output import Output
+from forebear.errors import ForebearError
+
+__all__ = ["app", "main"]
+
+EXIT_INTERRUPTED = 130
+EXIT_INTERNAL = 70
+
+app = typer.Typer(
+    name="forebear",
+    help="Is this model original work, or derived from another? Evidence from weights.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("inspect")(inspect_command)
+app.command("demo")(demo_command)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"forebear {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    """Is this model original work, or derived from another? Evidence from weights."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    debug = os.environ.get("FOREBEAR_DEBUG") == "1"
+    try:
+        app(args=argv, standalone_mode=False)
+    except ForebearError as error:
+        if debug:
+            raise
+        Output.error(str(error))
+        return error.exit_code
+    except KeyboardInterrupt:
+        Output.error("interrupted")
+        return EXIT_INTERRUPTED
+    except typer.Exit as done:
+        return done.exit_code
+    except Exception as error:  # the last line of defence: never a traceback for users
+        import click
+
+        if isinstance(error, click.exceptions.Abort):
+            Output.error("aborted")
+            return EXIT_INTERRUPTED
+        if isinstance(error, click.ClickException):
+            error.show()
+            return error.exit_code
+        if debug:
+            raise
+        Output.error(
+            f"internal error ({type(error).__name__}: {error}) — "
+            "rerun with FOREBEAR_DEBUG=1 and report it with the traceback"
+        )
+        return EXIT_INTERNAL
+    return 0
+
+
+def run() -> None:
+    sys.exit(main())

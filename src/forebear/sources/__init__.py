@@ -9,5 +9,6 @@ tensors.
 
 from forebear.sources.base import ByteSource, Location
 from forebear.sources.local import LocalDirectory, LocalFile, open_local
+from forebear.sources.memory import MemorySource
 
-__all__ = ["ByteSource", "LocalDirectory", "LocalFile", "Location", "open_local"]
+__all__ = ["ByteSource", "LocalDirectory", "LocalFile", "Location", "MemorySource", "open_local"]

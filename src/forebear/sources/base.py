@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from forebear.errors import CorruptCheckpointError
+
 
 @runtime_checkable
 class ByteSource(Protocol):
@@ -44,3 +46,13 @@ class Location(Protocol):
     def read_bytes(self, relpath: str, limit: int) -> bytes:
         """The whole file, refused with ``LimitExceededError`` when over ``limit`` bytes."""
         ...
+
+
+def check_range(name: str, size: int, offset: int, length: int) -> None:
+    """Refuse a read outside ``[0, size)``: the one bounds check every source applies."""
+    if offset < 0 or length < 0 or offset + length > size:
+        raise CorruptCheckpointError(
+            f"byte range {offset}..{offset + length} is outside the file ({size} bytes)",
+            path=name,
+            hint="the file is truncated or its header is wrong; download it again",
+        )

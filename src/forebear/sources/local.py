@@ -8,6 +8,7 @@ from pathlib import Path
 from types import TracebackType
 
 from forebear.errors import CorruptCheckpointError, InputNotFoundError, LimitExceededError
+from forebear.sources.base import check_range
 
 
 class LocalFile:
@@ -44,12 +45,7 @@ class LocalFile:
         return self._size
 
     def read(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0 or offset + length > self._size:
-            raise CorruptCheckpointError(
-                f"byte range {offset}..{offset + length} is outside the file ({self._size} bytes)",
-                path=self._path,
-                hint="the file is truncated or its header is wrong; download it again",
-            )
+        check_range(str(self._path), self._size, offset, length)
         if length == 0 or self._map is None:
             return b""
         return self._map[offset : offset + length]
