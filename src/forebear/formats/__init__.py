@@ -33,7 +33,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 def sniff_format(source: ByteSource) -> str:
     """``safetensors``, ``pytorch`` (zip or legacy pickle) or ``gguf``, from the first bytes."""
     head = source.read(0, min(9, source.size))
-    if head[:4] == b"GGUF":
+    if head[:4] in (b"GGUF", b"FUGG"):  # FUGG: a big-endian GGUF, refused by its reader
         return "gguf"
     if head[:4] == b"PK\x03\x04":
         return "pytorch"
@@ -41,6 +41,7 @@ def sniff_format(source: ByteSource) -> str:
         return "pytorch"
     if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] > 0:
         return "safetensors"
+    raise UnsupportedFormatError(
         "not a recognised checkpoint (expected safetensors, a PyTorch zip or GGUF)",
         path=source.name,
         hint="convert it to safetensors, or check that the download is complete",
