@@ -10,33 +10,33 @@ Three layouts are recognised by exact tensor-name suffixes on one module prefix:
 * **AWQ** (AutoAWQ GEMM): ``qweight`` int32 ``(in, out/8)`` and ``qzeros`` int32
   ``(groups, out/8)``, both packed along the output axis in the interleaved nibble
   order 0,2,4,6,1,3,5,7; ``scales`` ``(groups, out)``.
-* **FP8** (DeepSeek-V3 and compressed-tensors): an ``F8_*`` tensor ``T`` with a sibling
-  ``T_scale_inv`` of one float per ``weight_block_size`` block, or ``T_scale`` of one
-  float per tensor or per output row. Despite its name, ``_scale_inv`` multiplies.
+* **FP8** (DeepSeek-V3 and compressed-tensors): an ``F8_*`` tensor with a sibling
+  ``_scale_inv`` or ``_scale``; its detection and dequantisation live in ``formats.fp8``.
 
 Each packed module becomes one float32 tensor ``<prefix>.weight`` of shape
 ``(out, in)`` (the orientation of ``nn.Linear``) whose ``parts`` name the stored
 tensors and whose ``spans`` are theirs; the stored parts are hidden. Everything
 else passes through. This module owns the bit layouts; it reads bytes only
-through the wrapped reader.
+through the wrapped reader. It also owns ``quantization_config`` parsing and
+``QuantizedReader``, which presents every layout (FP8 included) over the wrapped reader.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from forebear.errors import CorruptCheckpointError, UnsupportedFormatError
+from forebear.formats._layout import FLOAT_DTYPES, Layout
 from forebear.formats.base import Array, BaseReader, CheckpointReader, TensorInfo
+from forebear.formats.fp8 import DEFAULT_BLOCK, fp8_layout
 
 __all__ = ["QuantizedReader", "dequantizing"]
 
 _QWEIGHT, _QZEROS, _SCALES, _G_IDX = ".qweight", ".qzeros", ".scales", ".g_idx"
-_FLOATS = ("F32", "F16", "BF16")
-_FP8 = ("F8_E4M3", "F8_E5M2")
 # AutoAWQ writes output column order_map[i] into nibble i of each word.
 _AWQ_PACK_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 _AWQ_UNPACK_ORDER = tuple(int(i) for i in np.argsort(_AWQ_PACK_ORDER))
@@ -77,7 +77,7 @@ def _parse_settings(config: Mapping[str, Any], where: str) -> _Settings:
     fmt = config.get("checkpoint_format", "gptq")
     if config.get("is_marlin_format") is True:
         fmt = "marlin"
-    block = config.get("weight_block_size") or [128, 128]
+    block = config.get("weight_block_size") or DEFAULT_BLOCK
     if (
         not isinstance(block, list | tuple)
         or len(block) != 2
@@ -93,14 +93,6 @@ def _parse_settings(config: Mapping[str, Any], where: str) -> _Settings:
         awq_version=str(config.get("version", "gemm")).lower(),
         block=(block[0], block[1]),
     )
-
-
-@dataclass(frozen=True)
-class _Layout:
-    """One logical tensor built from stored parts; ``rows`` dequantises output rows."""
-
-    info: TensorInfo
-    rows: Callable[[CheckpointReader, int, int], Array]
 
 
 # ---------------------------------------------------------------- bit unpacking
@@ -193,7 +185,7 @@ class _IntModule:
         return TensorInfo(self.prefix + ".weight", dtype, shape, spans, parts)
 
 
-def _gptq_layout(module: _IntModule, settings: _Settings) -> _Layout:
+def _gptq_layout(module: _IntModule, settings: _Settings) -> Layout:
     bits = settings.bits
     if bits not in (2, 4, 8):
         raise UnsupportedFormatError(
@@ -213,7 +205,7 @@ def _gptq_layout(module: _IntModule, settings: _Settings) -> _Layout:
     groups = module.shape(_SCALES)[0]
     if out % per_word:
         raise module.fail(f"{out} output features do not fill {bits}-bit words")
-    module.expect(_SCALES, (groups, out), _FLOATS)
+    module.expect(_SCALES, (groups, out), FLOAT_DTYPES)
     module.expect(_QZEROS, (groups, out // per_word), ("I32",))
     if module.has_g_idx:
         module.expect(_G_IDX, (in_features,), ("I32", "I64"))
@@ -233,7 +225,7 @@ def _gptq_layout(module: _IntModule, settings: _Settings) -> _Layout:
             _gptq_groups(module, reader, in_features, groups, settings.group_size),
         )
 
-    return _Layout(module.logical(f"GPTQ_INT{bits}", (out, in_features)), rows_of)
+    return Layout(module.logical(f"GPTQ_INT{bits}", (out, in_features)), rows_of)
 
 
 def _gptq_groups(
@@ -247,7 +239,7 @@ def _gptq_groups(
     return g_idx
 
 
-def _awq_layout(module: _IntModule, settings: _Settings) -> _Layout:
+def _awq_layout(module: _IntModule, settings: _Settings) -> Layout:
     if settings.bits != 4:
         raise UnsupportedFormatError(
             f"AWQ with {settings.bits}-bit codes is not supported (4 is)",
@@ -263,7 +255,7 @@ def _awq_layout(module: _IntModule, settings: _Settings) -> _Layout:
     in_features, words = module.shape(_QWEIGHT)
     out = words * 8
     groups = _group_count(in_features, settings.group_size)
-    module.expect(_SCALES, (groups, out), _FLOATS)
+    module.expect(_SCALES, (groups, out), FLOAT_DTYPES)
     module.expect(_QZEROS, (groups, words), ("I32",))
     group_of = _default_groups(in_features, settings.group_size)
 
@@ -274,7 +266,7 @@ def _awq_layout(module: _IntModule, settings: _Settings) -> _Layout:
         scales = reader.read(prefix + _SCALES)[:, start:stop]
         return _affine(codes, zeros, scales, group_of)
 
-    return _Layout(module.logical("AWQ_INT4", (out, in_features)), rows_of)
+    return Layout(module.logical("AWQ_INT4", (out, in_features)), rows_of)
 
 
 def _int_method(module: _IntModule, settings: _Settings | None) -> str:
@@ -297,89 +289,28 @@ def _int_method(module: _IntModule, settings: _Settings | None) -> str:
     raise module.fail(f"qweight {module.shape(_QWEIGHT)} fits neither GPTQ nor AWQ")
 
 
-# ---------------------------------------------------------------- FP8
-
-
-def _fp8_layout(
-    info: TensorInfo, scale: TensorInfo, blocked: bool, block: tuple[int, int], where: str
-) -> _Layout:
-    shape = info.shape
-    lead, (out, in_features) = shape[:-2], shape[-2:]
-    if blocked:
-        expected: tuple[tuple[int, ...], ...] = (
-            (*lead, -(-out // block[0]), -(-in_features // block[1])),
-        )
-    else:
-        expected = ((), (1,), (out, 1), (out,)) if not lead else ((), (1,))
-    if scale.shape not in expected or scale.dtype not in _FLOATS:
-        raise CorruptCheckpointError(
-            f"{scale.name!r} is {scale.dtype} {scale.shape}, expected a float tensor of "
-            f"shape {' or '.join(str(s) for s in expected)} for {info.name!r} {shape}",
-            path=where,
-            hint="the checkpoint is damaged or weight_block_size does not match it",
-        )
-
-    def rows_of(reader: CheckpointReader, start: int, stop: int) -> Array:
-        values = reader.read_rows(info.name, start, stop).astype(np.float32)
-        return values * _fp8_scales(reader, scale, blocked, block, start, stop, shape)
-
-    kind = "BLOCK" if blocked else "SCALED"
-    logical = TensorInfo(
-        info.name, f"{info.dtype}_{kind}", shape, info.spans + scale.spans, (info.name, scale.name)
-    )
-    return _Layout(logical, rows_of)
-
-
-def _fp8_scales(
-    reader: CheckpointReader,
-    scale: TensorInfo,
-    blocked: bool,
-    block: tuple[int, int],
-    start: int,
-    stop: int,
-    shape: tuple[int, ...],
-) -> Array:
-    """Scales broadcastable against rows ``[start, stop)`` of the weight."""
-    if blocked and len(shape) == 2:  # rows of the weight share scale rows block by block
-        first = start // block[0]
-        rows = reader.read_rows(scale.name, first, -(-stop // block[0])).astype(np.float32)
-        rows = np.repeat(rows, block[0], axis=0)[start - first * block[0] :][: stop - start]
-        return np.repeat(rows, block[1], axis=1)[:, : shape[-1]]
-    if blocked:  # one block grid per leading index (stacked experts)
-        grid = reader.read_rows(scale.name, start, stop).astype(np.float32)
-        grid = np.repeat(np.repeat(grid, block[0], axis=-2), block[1], axis=-1)
-        return grid[..., : shape[-2], : shape[-1]]
-    if scale.shape in ((), (1,)):
-        return reader.read(scale.name).astype(np.float32).reshape(())
-    rows = reader.read_rows(scale.name, start, stop).astype(np.float32)
-    return rows.reshape(stop - start, 1)
-
-
 # ---------------------------------------------------------------- the reader
 
 
 def _find_layouts(
     infos: Mapping[str, TensorInfo], settings: _Settings | None, where: str
-) -> dict[str, _Layout]:
+) -> dict[str, Layout]:
     """Stored name of each layout's first part → the layout."""
-    layouts: dict[str, _Layout] = {}
-    for name, info in infos.items():
+    layouts: dict[str, Layout] = {}
+    block = settings.block if settings else DEFAULT_BLOCK
+    for name in infos:
         if name.endswith(_QWEIGHT):
             prefix = name[: -len(_QWEIGHT)]
             if prefix + _QZEROS in infos and prefix + _SCALES in infos:
                 layouts[name] = _int_layout(prefix, infos, settings, where)
-        elif info.dtype in _FP8 and len(info.shape) >= 2:
-            block = settings.block if settings else (128, 128)
-            for suffix, blocked in (("_scale_inv", True), ("_scale", False)):
-                if name + suffix in infos:
-                    layouts[name] = _fp8_layout(info, infos[name + suffix], blocked, block, where)
-                    break
+        elif (fp8 := fp8_layout(name, infos, block, where)) is not None:
+            layouts[name] = fp8
     return layouts
 
 
 def _int_layout(
     prefix: str, infos: Mapping[str, TensorInfo], settings: _Settings | None, where: str
-) -> _Layout:
+) -> Layout:
     module = _IntModule(prefix, where, infos, prefix + _G_IDX in infos)
     for suffix in (_QWEIGHT, _QZEROS, _SCALES):
         if len(module.shape(suffix)) != 2:
@@ -403,7 +334,7 @@ def _int_layout(
 class QuantizedReader(BaseReader):
     """A reader whose packed layouts appear as float32 tensors; owns the wrapped reader."""
 
-    def __init__(self, inner: CheckpointReader, layouts: Mapping[str, _Layout]) -> None:
+    def __init__(self, inner: CheckpointReader, layouts: Mapping[str, Layout]) -> None:
         self._inner = inner
         self._name = inner.name
         self._format = inner.format
