@@ -88,21 +88,37 @@ class Model:
 def _read_config(location: LocalDirectory) -> dict[str, Any] | None:
     if not location.exists("config.json"):
         return None
-    raw = location.read_bytes("config.json", MAX_CONFIG_BYTES)
-    where = f"{location.name}/config.json"
+    return _read_json_object(location, "config.json")
+
+
+def _read_json_object(location: LocalDirectory, relpath: str) -> dict[str, Any]:
+    raw = location.read_bytes(relpath, MAX_CONFIG_BYTES)
+    where = f"{location.name}/{relpath}"
     try:
         config = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise CorruptCheckpointError(
             f"is not valid UTF-8 JSON ({error})".replace("\n", " "),
             path=where,
-            hint="fix or remove config.json",
+            hint=f"fix or remove {relpath}",
         ) from None
     if not isinstance(config, dict):
         raise CorruptCheckpointError(
-            "is not a JSON object", path=where, hint="fix or remove config.json"
+            "is not a JSON object", path=where, hint=f"fix or remove {relpath}"
         )
     return config
+
+
+def _quantization_config(
+    location: LocalDirectory, config: Mapping[str, Any] | None
+) -> Mapping[str, Any] | None:
+    """``quantization_config`` from config.json, else AutoGPTQ/AutoAWQ's own config file."""
+    if config and isinstance(config.get("quantization_config"), Mapping):
+        return dict(config["quantization_config"])
+    for relpath in ("quantize_config.json", "quant_config.json"):
+        if location.exists(relpath):
+            return _read_json_object(location, relpath)
+    return None
 
 
 def _weight_paths(reader: CheckpointReader, fallback: Path) -> list[Path]:
@@ -117,7 +133,7 @@ def open_model(path: str | os.PathLike[str]) -> Model:
     if target.is_dir():
         location = LocalDirectory(target)
         config = _read_config(location)
-        quantization = config.get("quantization_config") if config else None
+        quantization = _quantization_config(location, config)
         reader = open_weights(location, quantization_config=quantization)
         return Model(str(target), reader, config, location, _weight_paths(reader, target))
     if target.is_file():
@@ -125,11 +141,12 @@ def open_model(path: str | os.PathLike[str]) -> Model:
         source = LocalFile(target)
         try:
             # A GGUF file carries its own metadata; a config.json beside it may be for another model.
-            config = None if sniff_format(source) == "gguf" else _read_config(location)
+            gguf = sniff_format(source) == "gguf"
+            config = None if gguf else _read_config(location)
+            quantization = None if gguf else _quantization_config(location, config)
         except BaseException:
             source.close()
             raise
-        quantization = config.get("quantization_config") if config else None
         reader = open_checkpoint(source, quantization_config=quantization)
         return Model(str(target), reader, config, location, [target])
     raise InputNotFoundError(
