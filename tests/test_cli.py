@@ -44,7 +44,10 @@ def test_inspect_llama_folder(demo_models: dict[str, Path], capsys: pytest.Captu
     assert (dims["heads"], dims["kv_heads"], dims["vocab"]) == (4, 2, 300)
     assert data["tied_head"] is False
     assert data["parameters"] == 300 * 64 * 2 + 64 + 2 * (64 * 2 + 64 * 64 * 2 + 32 * 64 * 2 + 96 * 64 * 3)
-    assert data["vocabulary"] == {"size": 300, "kind": "byte_bpe", "source": "tokenizer.json"}
+    vocabulary = data["vocabulary"]
+    assert isinstance(vocabulary, dict)
+    assert (vocabulary["size"], vocabulary["kind"]) == (300, "byte_bpe")
+    assert vocabulary["source"].endswith("tokenizer.json")
     roles = data["roles"]
     assert isinstance(roles, dict)
     assert roles["missing"] == [] and roles["unknown"] == []

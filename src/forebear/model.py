@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from forebear.errors import CorruptCheckpointError, InputNotFoundError
+from forebear.errors import ArchitectureError, CorruptCheckpointError, InputNotFoundError
 from forebear.formats import open_checkpoint, open_weights, sniff_format
 from forebear.formats.base import CheckpointReader
 from forebear.sources.local import LocalDirectory, LocalFile
@@ -53,7 +53,12 @@ class Model:
         """Tensors named by role; raises ``ArchitectureError`` when no definition fits."""
         from forebear.architectures.resolve import resolve
 
-        return resolve(self.reader, self.config)
+        try:
+            return resolve(self.reader, self.config)
+        except ArchitectureError as error:
+            if error.path is not None:
+                raise
+            raise type(error)(error.message, path=self.name, hint=error.hint) from None
 
     @cached_property
     def vocabulary(self) -> Vocabulary | None:

@@ -49,9 +49,12 @@ def _root(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code (usage errors are typer's: 2)."""
     debug = os.environ.get("FOREBEAR_DEBUG") == "1"
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="forebear")
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except ForebearError as error:
         if debug:
             raise
@@ -60,17 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         Output.error("interrupted")
         return EXIT_INTERRUPTED
-    except typer.Exit as done:
-        return done.exit_code
     except Exception as error:  # the last line of defence: never a traceback for users
-        import click
-
-        if isinstance(error, click.exceptions.Abort):
-            Output.error("aborted")
-            return EXIT_INTERRUPTED
-        if isinstance(error, click.ClickException):
-            error.show()
-            return error.exit_code
         if debug:
             raise
         Output.error(
