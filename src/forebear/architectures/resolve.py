@@ -27,7 +27,7 @@ from forebear.architectures.matching import (
     match_names,
     missing_roles,
 )
-from forebear.architectures.roles import Axis, Role
+from forebear.architectures.roles import NORM_SCALES, Axis, Role
 from forebear.architectures.schema import Definition
 from forebear.errors import ArchitectureError
 from forebear.formats.base import Array, CheckpointReader
@@ -256,7 +256,12 @@ class ResolvedModel:
             array = array.T
         if cut is not None:
             array = _cut(array, cut)
-        return np.ascontiguousarray(array.reshape(entry_shape(entry, stored)))
+        array = np.ascontiguousarray(array.reshape(entry_shape(entry, stored)))
+        offset = self.definition.gguf_norm_offset
+        if offset and self.source_format == "gguf" and role in NORM_SCALES:
+            # llama.cpp stores these as (offset + weight); give back the checkpoint's weight.
+            array = (array - offset).astype(array.dtype, copy=False)
+        return array
 
 
 def _tied_head(

@@ -148,3 +148,22 @@ class Role(Enum):
 
 
 _BY_NAME: dict[str, Role] = {role.role_name: role for role in Role}
+
+# Normalisation scales (not their biases): what llama.cpp shifts by a constant for Gemma.
+NORM_SCALES: frozenset[Role] = frozenset(
+    {
+        Role.EMBED_NORM,
+        Role.FINAL_NORM,
+        Role.MLM_NORM,
+        Role.ATTN_NORM,
+        Role.ATTN_Q_NORM,
+        Role.ATTN_K_NORM,
+        Role.ATTN_Q_NORM_FULL,
+        Role.ATTN_K_NORM_FULL,
+        Role.ATTN_Q_A_NORM,
+        Role.ATTN_KV_A_NORM,
+        Role.ATTN_POST_NORM,
+        Role.FFN_NORM,
+        Role.FFN_POST_NORM,
+    }
+)

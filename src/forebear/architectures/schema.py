@@ -146,7 +146,7 @@ class Definition:
     base_prefixes: tuple[str, ...]  # what {base} may stand for in HF templates
     tie_word_embeddings: bool  # what a config that omits the key means
     gguf_qk_permuted: bool  # informational: llama.cpp reorders q/k rows for its rope
-    gguf_norm_offset: float  # informational: llama.cpp stores gemma norms as 1 + weight
+    gguf_norm_offset: float  # llama.cpp stores gemma norm scales as offset + weight; undone on read
     priority: int  # breaks ties between definitions with identical tensor names
     dims: Mapping[str, Mapping[str, tuple[DimSource, ...]]]  # naming -> field -> sources
     required: Requirements
