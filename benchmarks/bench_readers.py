@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,11 @@ def write_checkpoint(folder: Path, size_gb: float) -> tuple[Path, int]:
     offset = 0
     for name, shape in shapes.items():
         length = int(np.prod(shape)) * 2
-        header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [offset, offset + length]}
+        header[name] = {
+            "dtype": "BF16",
+            "shape": list(shape),
+            "data_offsets": [offset, offset + length],
+        }
         offset += length
     blob = json.dumps(header).encode()
     blob += b" " * (-len(blob) % 8)
@@ -221,38 +226,49 @@ def main() -> None:
         shutil.rmtree(folder)
 
 
-def render_markdown(r: dict[str, object]) -> str:
-    ck = r["checkpoint"]
-    assert isinstance(ck, dict)
+def _fmt(value: float | None, unit: str, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}{unit}"
 
-    def fmt(value: object, unit: str = "", digits: int = 3) -> str:
-        return "n/a" if value is None else f"{float(value):.{digits}f}{unit}"  # type: ignore[arg-type]
 
-    rss = max(float(r["inspect_peak_rss_mb_max"]), float(r["row_read_peak_rss_mb_max"]))  # type: ignore[arg-type]
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    ck, machine = r["checkpoint"], r["machine"]
+    rss = max(r["inspect_peak_rss_mb_max"], r["row_read_peak_rss_mb_max"])
+    cold = (
+        "page cache dropped before them"
+        if r["page_cache_dropped_for_cold_run"]
+        else "not possible here (no permission to drop the page cache)"
+    )
+    inspect = _fmt(r["inspect_s_median"], " s", 4)
+    inspect_cold = _fmt(r["inspect_s_cold"], " s", 4)
+    rows = _fmt(_ms(r["row_slice_s_median"]), " ms")
+    rows_cold = _fmt(_ms(r["row_slice_s_cold"]), " ms")
     lines = [
         "# Reader benchmark",
         "",
         f"Synthetic llama-shaped safetensors checkpoint: {ck['bytes'] / 1e9:.2f} GB, "
         f"{ck['layers']} layers, {ck['tensors']} tensors, {ck['dtype']}. "
         f"Median of {r['repeats']} runs, each in a fresh interpreter; {r['date']}, "
-        f"{r['machine']['cpus']} CPUs, Python {r['machine']['python']}.",  # type: ignore[index]
+        f"{machine['cpus']} CPUs, Python {machine['python']}.",
         "",
         "| measurement | result | target |",
         "|---|---|---|",
-        f"| `inspect` (library: open + summarise, headers only) | {fmt(r['inspect_s_median'], ' s', 4)} "
-        f"(cold cache: {fmt(r['inspect_s_cold'], ' s', 4)}) | well under 1 s |",
-        f"| `forebear inspect --format json` wall time incl. interpreter start | "
-        f"{fmt(r['cli_inspect_wall_s_median'], ' s')} | — |",
-        f"| import forebear + core deps | {fmt(r['import_s_median'], ' s')} | — |",
-        f"| one row of `lm_head.weight` (32000 × 2048 bf16) | {fmt(r['row_slice_s_median'] * 1e3, ' ms')} "  # type: ignore[operator]
-        f"(cold: {fmt(None if r['row_slice_s_cold'] is None else r['row_slice_s_cold'] * 1e3, ' ms')}) | — |",  # type: ignore[operator]
-        f"| one whole tensor ({fmt(r['tensor_read_mb'], ' MiB', 1)} as float32) | "
-        f"{fmt(r['tensor_read_s_median'], ' s')} | — |",
+        f"| `inspect` (library: open + summarise, headers only) | {inspect} "
+        f"(cold cache: {inspect_cold}) | well under 1 s |",
+        "| `forebear inspect --format json` wall time incl. interpreter start | "
+        f"{_fmt(r['cli_inspect_wall_s_median'], ' s')} | — |",
+        f"| import forebear + core deps | {_fmt(r['import_s_median'], ' s')} | — |",
+        f"| one row of `lm_head.weight` (32000 × 2048 bf16) | {rows} (cold: {rows_cold}) | — |",
+        f"| one whole tensor ({_fmt(r['tensor_read_mb'], ' MiB', 1)} as float32) | "
+        f"{_fmt(r['tensor_read_s_median'], ' s')} | — |",
         f"| peak RSS, worst of inspect / reads | {rss:.1f} MB | < 200 MB |",
-        f"| peak RSS of a bare interpreter importing the core deps | "
-        f"{fmt(r['interpreter_with_core_deps_rss_mb'], ' MB', 1)} | — |",
+        "| peak RSS of a bare interpreter importing the core deps | "
+        f"{_fmt(r['interpreter_with_core_deps_rss_mb'], ' MB', 1)} | — |",
         "",
-        f"Cold-cache runs: {'page cache dropped before them' if r['page_cache_dropped_for_cold_run'] else 'not possible here (no permission to drop the page cache)'}.",
+        f"Cold-cache runs: {cold}.",
         "",
     ]
     return "\n".join(lines)

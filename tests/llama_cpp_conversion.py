@@ -66,7 +66,9 @@ def _neox_qkv(array: np.ndarray, heads: int) -> np.ndarray:
     return np.concatenate([grouped[:, part].reshape(-1, *array.shape[1:]) for part in range(3)])
 
 
-def convert(family: str, config: Mapping[str, Any], state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def convert(
+    family: str, config: Mapping[str, Any], state: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
     """HF names → HF-style names gguf-py can map, with llama.cpp's value changes applied."""
     arch = GGUF_ARCH[family]
     heads = int(config.get("num_attention_heads") or config.get("n_head"))
@@ -110,7 +112,11 @@ def write_converted(
         target = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if target is None:
             continue
-        chosen = qtype if array.ndim >= 2 and array.shape[-1] % 32 == 0 else gguf.GGMLQuantizationType.F32
+        chosen = (
+            qtype
+            if array.ndim >= 2 and array.shape[-1] % 32 == 0
+            else gguf.GGMLQuantizationType.F32
+        )
         data = encode(np.ascontiguousarray(array), chosen, rng)
         writer.add_tensor(target, data, raw_dtype=chosen if data.dtype == np.uint8 else None)
         mapped[name] = target

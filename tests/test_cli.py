@@ -34,7 +34,9 @@ def inspect_json(path: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, ob
     return dict(json.loads(out))
 
 
-def test_inspect_llama_folder(demo_models: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_llama_folder(
+    demo_models: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     data = inspect_json(demo_models["llama-safetensors"], capsys)
     assert data["family"] == "llama"
     assert data["format"] == "safetensors"
@@ -43,7 +45,9 @@ def test_inspect_llama_folder(demo_models: dict[str, Path], capsys: pytest.Captu
     assert (dims["hidden"], dims["intermediate"], dims["layers"]) == (64, 96, 2)
     assert (dims["heads"], dims["kv_heads"], dims["vocab"]) == (4, 2, 300)
     assert data["tied_head"] is False
-    assert data["parameters"] == 300 * 64 * 2 + 64 + 2 * (64 * 2 + 64 * 64 * 2 + 32 * 64 * 2 + 96 * 64 * 3)
+    assert data["parameters"] == 300 * 64 * 2 + 64 + 2 * (
+        64 * 2 + 64 * 64 * 2 + 32 * 64 * 2 + 96 * 64 * 3
+    )
     vocabulary = data["vocabulary"]
     assert isinstance(vocabulary, dict)
     assert (vocabulary["size"], vocabulary["kind"]) == (300, "byte_bpe")
@@ -99,7 +103,9 @@ def test_tensors_flag_lists_every_tensor(
     assert {"name": "lm_head.weight", "dtype": "F32", "shape": [300, 64]} in listed
 
 
-def test_demo_command_inspects_every_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_command_inspects_every_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, err = run(["demo", str(tmp_path / "demo"), "--format", "json"], capsys)
     assert code == 0, err
     families = [m["family"] for m in json.loads(out)["models"]]
@@ -121,7 +127,9 @@ def assert_one_line_error(err: str, *fragments: str) -> None:
 def test_missing_path(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["inspect", str(tmp_path / "nope")], capsys)
     assert code == 3 and out == ""
-    assert_one_line_error(err, str(tmp_path / "nope"), "no such file or folder", "give a model folder")
+    assert_one_line_error(
+        err, str(tmp_path / "nope"), "no such file or folder", "give a model folder"
+    )
 
 
 def test_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -160,7 +168,9 @@ def test_bad_config_json(
     (folder / "config.json").write_text("{not json")
     code, _, err = run(["inspect", str(folder)], capsys)
     assert code == 5
-    assert_one_line_error(err, "config.json", "is not valid UTF-8 JSON", "fix or remove config.json")
+    assert_one_line_error(
+        err, "config.json", "is not valid UTF-8 JSON", "fix or remove config.json"
+    )
 
 
 class _Exploit:
@@ -187,7 +197,9 @@ def test_malicious_pickle_is_refused_and_nothing_runs(
     assert not marker.exists()
 
 
-def test_unknown_architecture_lists_what_was_found(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_architecture_lists_what_was_found(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from safetensors.numpy import save_file
 
     path = tmp_path / "mystery.safetensors"

@@ -7,6 +7,7 @@ mutated file, whatever opens is listed and read in full and by rows.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from functools import cache
 
@@ -73,9 +74,7 @@ def gguf_seed() -> bytes:
         q8 = gguf.quants.quantize(
             rng.standard_normal((4, 32)).astype(np.float32), gguf.GGMLQuantizationType.Q8_0
         )
-        writer.add_tensor(
-            "blk.0.attn_q.weight", q8, raw_dtype=gguf.GGMLQuantizationType.Q8_0
-        )
+        writer.add_tensor("blk.0.attn_q.weight", q8, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
         writer.add_tensor("output_norm.weight", rng.standard_normal(32).astype(np.float16))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -135,9 +134,7 @@ def test_mutated_files_raise_only_forebear_errors(fmt: str) -> None:
 
     @given(mutations(len(seed)))
     def check(edits: list[tuple[str, int, int]]) -> None:
-        try:
+        with contextlib.suppress(ForebearError):
             exercise(apply(seed, edits))
-        except ForebearError:
-            pass
 
     check()

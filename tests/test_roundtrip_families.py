@@ -148,7 +148,9 @@ def test_quantised_gguf_roles_stay_within_quantisation_error(
         for entry in hf.entries:
             expected = hf.read(entry.role, entry.layer, entry.expert)
             got = converted.read(entry.role, entry.layer, entry.expert)
-            info = model.reader.tensors()[converted.entry(entry.role, entry.layer, entry.expert).tensor]
+            info = model.reader.tensors()[
+                converted.entry(entry.role, entry.layer, entry.expert).tensor
+            ]
             if info.dtype != qtype.name:
                 np.testing.assert_array_equal(got, expected)
                 continue

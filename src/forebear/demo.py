@@ -21,7 +21,7 @@ __all__ = ["build_demo_models"]
 
 Array = npt.NDArray[np.float32]
 
-LLAMA = {
+LLAMA: dict[str, Any] = {
     "model_type": "llama",
     "architectures": ["LlamaForCausalLM"],
     "hidden_size": 64,
@@ -37,7 +37,7 @@ LLAMA = {
     "torch_dtype": "float32",
 }
 
-GPT2 = {
+GPT2: dict[str, Any] = {
     "model_type": "gpt2",
     "architectures": ["GPT2LMHeadModel"],
     "n_embd": 64,
@@ -165,9 +165,7 @@ def _sharded(weights: dict[str, Array]) -> dict[str, bytes]:
 def _llama_cpp_permute(w: Array, heads: int) -> Array:
     # convert_hf_to_gguf.py stores q/k rows of llama models in interleaved-rope order.
     return (
-        w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:])
-        .swapaxes(1, 2)
-        .reshape(w.shape)
+        w.reshape(heads, 2, w.shape[0] // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
     )
 
 

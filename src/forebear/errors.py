@@ -3,17 +3,17 @@
 Each class also inherits the builtin a caller would naturally catch, so
 ``except FileNotFoundError`` or ``except ValueError`` keeps working::
 
-    ForebearError                                   exit 1
-    ├── InputNotFoundError      (FileNotFoundError) exit 3  a path, shard or file named by an index is missing
-    ├── TensorNotFoundError     (KeyError)          exit 3  a tensor name the checkpoint does not hold
-    ├── UnsupportedFormatError  (ValueError)        exit 4  readable in principle, not by forebear (legacy pickle, dtype)
-    ├── CorruptCheckpointError  (ValueError)        exit 5  bytes that contradict their own header
-    │   └── LimitExceededError                      exit 5  a declared size over a safety limit (header, zip bomb)
-    ├── UnsafeCheckpointError   (ValueError)        exit 6  a pickle that asks for code outside the allowlist
-    ├── ArchitectureError       (LookupError)       exit 7  tensors cannot be named by role
-    │   ├── UnknownArchitectureError                exit 7  no definition fits the checkpoint
-    │   └── DefinitionError                         exit 7  a definition file breaks the schema
-    └── TokenizerError          (ValueError)        exit 8  a vocabulary file that cannot be read
+    ForebearError                                     exit 1
+    ├── InputNotFoundError      (FileNotFoundError)   exit 3  missing path, shard or indexed file
+    ├── TensorNotFoundError     (KeyError)            exit 3  a tensor the checkpoint lacks
+    ├── UnsupportedFormatError  (ValueError)          exit 4  readable, not by forebear (yet)
+    ├── CorruptCheckpointError  (ValueError)          exit 5  bytes contradict their header
+    │   └── LimitExceededError                        exit 5  a size over a safety limit
+    ├── UnsafeCheckpointError   (ValueError)          exit 6  pickle asks for a disallowed global
+    ├── ArchitectureError       (LookupError)         exit 7  tensors cannot be named by role
+    │   ├── UnknownArchitectureError                  exit 7  no definition fits
+    │   └── DefinitionError                           exit 7  a definition breaks the schema
+    └── TokenizerError          (ValueError)          exit 8  an unreadable vocabulary file
 
 A message names the file first and ends with the way out, so the CLI can print
 ``str(error)`` as its one line: ``PATH: what is wrong — what to do``.

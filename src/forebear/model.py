@@ -145,7 +145,7 @@ def open_model(path: str | os.PathLike[str]) -> Model:
         location = LocalDirectory(target.parent)
         source = LocalFile(target)
         try:
-            # A GGUF file carries its own metadata; a config.json beside it may be for another model.
+            # A GGUF file carries its own metadata; a config.json beside it may be another's.
             gguf = sniff_format(source) == "gguf"
             config = None if gguf else _read_config(location)
             quantization = None if gguf else _quantization_config(location, config)

@@ -41,7 +41,9 @@ def summarize(model: Model) -> dict[str, Any]:
     unknown = list(coverage.unknown)
     missing = [
         f"{role}" if layer is None else f"layer {layer}: {role}"
-        for layer, roles in sorted(coverage.missing.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0))
+        for layer, roles in sorted(
+            coverage.missing.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0)
+        )
         for role in roles
     ]
     return {
@@ -59,7 +61,9 @@ def summarize(model: Model) -> dict[str, Any]:
         if vocabulary is None
         else {"size": len(vocabulary), "kind": vocabulary.kind, "source": vocabulary.source},
         "roles": {
-            "found": {name: coverage.found[name] for name in sorted(coverage.found, key=_role_order)},
+            "found": {
+                name: coverage.found[name] for name in sorted(coverage.found, key=_role_order)
+            },
             "missing": missing[:_MAX_LISTED],
             "missing_count": len(missing),
             "unknown": unknown[:_MAX_LISTED],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,8 +16,10 @@ from forebear.summary import summarize
 
 
 def demo_command(
-    folder: Path = typer.Argument(Path("demo-output"), help="Where to write the checkpoints."),
-    fmt: Format = typer.Option(Format.text, "--format", "-f", help="Output format."),
+    folder: Annotated[Path, typer.Argument(help="Where to write the checkpoints.")] = Path(
+        "demo-output"
+    ),
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
 ) -> None:
     """Build tiny random checkpoints (safetensors, sharded, GGUF, .bin) and inspect them."""
     paths = build_demo_models(folder)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,9 +15,11 @@ from forebear.summary import summarize
 
 
 def inspect_command(
-    model: Path = typer.Argument(..., help="Model folder (config.json + weights) or weights file."),
-    fmt: Format = typer.Option(Format.text, "--format", "-f", help="Output format."),
-    tensors: bool = typer.Option(False, "--tensors", help="Also list every tensor."),
+    model: Annotated[
+        Path, typer.Argument(help="Model folder (config.json + weights) or weights file.")
+    ],
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
+    tensors: Annotated[bool, typer.Option("--tensors", help="Also list every tensor.")] = False,
 ) -> None:
     """Family, dimensions, dtypes, size and role coverage of a checkpoint (headers only)."""
     with open_model(model) as opened:
@@ -56,13 +58,19 @@ def render_summary(console: Console, data: dict[str, Any]) -> None:
     overview.add_row("family", data["family"])
     overview.add_row("format", f"{data['format']} ({len(data['files'])} file(s))")
     overview.add_row("size on disk", _human_bytes(data["bytes_on_disk"]))
-    overview.add_row("parameters", f"{_human_count(data['parameters'])} in {data['tensors']} tensors")
-    overview.add_row("dtypes", ", ".join(f"{k} ({_human_count(v)})" for k, v in data["dtypes"].items()))
+    overview.add_row(
+        "parameters", f"{_human_count(data['parameters'])} in {data['tensors']} tensors"
+    )
+    overview.add_row(
+        "dtypes", ", ".join(f"{k} ({_human_count(v)})" for k, v in data["dtypes"].items())
+    )
     overview.add_row("dimensions", ", ".join(f"{k}={v}" for k, v in dims.items()))
     overview.add_row("head", "tied to the token embedding" if data["tied_head"] else "separate")
     overview.add_row(
         "vocabulary",
-        "no tokenizer files" if vocab is None else f"{vocab['size']} tokens ({vocab['kind']}, {vocab['source']})",
+        "no tokenizer files"
+        if vocab is None
+        else f"{vocab['size']} tokens ({vocab['kind']}, {vocab['source']})",
     )
     console.print(overview)
     roles = data["roles"]
@@ -73,11 +81,16 @@ def render_summary(console: Console, data: dict[str, Any]) -> None:
         table.add_row(role, str(count))
     console.print(table)
     if roles["missing_count"]:
-        console.print(f"[bold]missing[/bold] ({roles['missing_count']}): " + ", ".join(roles["missing"]))
+        console.print(
+            f"[bold]missing[/bold] ({roles['missing_count']}): " + ", ".join(roles["missing"])
+        )
     else:
         console.print("missing: none")
     if roles["unknown_count"]:
-        console.print(f"[bold]unknown tensors[/bold] ({roles['unknown_count']}): " + ", ".join(roles["unknown"]))
+        console.print(
+            f"[bold]unknown tensors[/bold] ({roles['unknown_count']}): "
+            + ", ".join(roles["unknown"])
+        )
     else:
         console.print("unknown tensors: none")
     for item in data.get("tensor_list", []):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -13,7 +13,7 @@ from rich.console import Console
 __all__ = ["Format", "Output"]
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     text = "text"
     json = "json"
 
@@ -30,7 +30,9 @@ class Output:
             soft_wrap=False,
         )
 
-    def emit(self, data: dict[str, Any], render_text: Callable[[Console, dict[str, Any]], None]) -> None:
+    def emit(
+        self, data: dict[str, Any], render_text: Callable[[Console, dict[str, Any]], None]
+    ) -> None:
         """Print ``data`` as JSON, or through ``render_text`` for people."""
         if self.format is Format.json:
             self._stream.write(json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -42,7 +42,8 @@ class CompositeReader(BaseReader):
                 if key in tensors:
                     self.close()
                     raise CorruptCheckpointError(
-                        f"tensor {key!r} appears in two shards ({self._owner[key].name}, {part.name})",
+                        f"tensor {key!r} appears in two shards "
+                        f"({self._owner[key].name}, {part.name})",
                         path=name,
                         hint="the shards belong to different checkpoints; download them again",
                     )
