@@ -37,10 +37,11 @@ def sniff_format(source: ByteSource) -> str:
         return "gguf"
     if head[:4] == b"PK\x03\x04":
         return "pytorch"
-    if head[:1] == b"\x80":  # pickle protocol opcode: a legacy torch.save file
-        return "pytorch"
+    # safetensors before pickle: a header length's low byte may well be 0x80.
     if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] > 0:
         return "safetensors"
+    if head[:1] == b"\x80":  # pickle protocol opcode: a legacy torch.save file
+        return "pytorch"
     raise UnsupportedFormatError(
         "not a recognised checkpoint (expected safetensors, a PyTorch zip or GGUF)",
         path=source.name,
