@@ -38,6 +38,7 @@ from gguf_writing import (
     write_gguf,
     write_raw_gguf,
 )
+from recording import RecordingSource
 
 Q = GGMLQuantizationType
 N_HEAD, N_KV, HEAD_DIM, VOCAB, LAYERS = 4, 2, 16, 32, 2
@@ -270,24 +271,10 @@ def test_types_gguf_py_cannot_dequantise_are_listed_but_refused(
             reader.read_rows(f"t.{qtype.name}", 0, 1)
 
 
-class RecordingSource(MemorySource):
-    def __init__(self, data: bytes) -> None:
-        super().__init__(data, name="rec.gguf")
-        self.reads: list[tuple[int, int]] = []
-        self.closed = False
-
-    def read(self, offset: int, length: int) -> bytes:
-        self.reads.append((offset, length))
-        return super().read(offset, length)
-
-    def close(self) -> None:
-        self.closed = True
-
-
 def test_read_rows_touches_only_the_rows_it_needs(tmp_path: Path) -> None:
     state = tiny_llama(64, 96)
     written = write_gguf(tmp_path / "m.gguf", "llama", state, config(64, 96), qtype=Q.Q8_0)
-    source = RecordingSource(written.path.read_bytes())
+    source = RecordingSource(written.path.read_bytes(), "rec.gguf")
     reader = GGUFReader(source)
     row_bytes = 64 // 32 * 34
     down = reader.tensors()["blk.0.ffn_up.weight"].spans[0]
@@ -585,7 +572,7 @@ HOSTILE: list[tuple[str, bytes, type[ForebearError], str]] = [
     ("data", "error", "message"), [case[1:] for case in HOSTILE], ids=[c[0] for c in HOSTILE]
 )
 def test_hostile_files_are_refused(data: bytes, error: type[ForebearError], message: str) -> None:
-    source = RecordingSource(data)
+    source = RecordingSource(data, "rec.gguf")
     with pytest.raises(error, match=message) as caught:
         GGUFReader(source)
     assert type(caught.value) is error

@@ -38,38 +38,12 @@ from forebear.errors import (
 )
 from forebear.formats.pytorch import PyTorchReader, open_pytorch_folder
 from forebear.sources.local import LocalDirectory, LocalFile
+from recording import RecordingSource
 
 torch = pytest.importorskip("torch")
 
 
 # ---------------------------------------------------------------- helpers
-
-
-class MemorySource:
-    """A ByteSource over bytes that records every read, to check which bytes a read touches."""
-
-    def __init__(self, data: bytes, name: str = "memory.pt") -> None:
-        self._data = data
-        self._name = name
-        self.reads: list[tuple[int, int]] = []
-        self.closed = False
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def size(self) -> int:
-        return len(self._data)
-
-    def read(self, offset: int, length: int) -> bytes:
-        if offset < 0 or length < 0 or offset + length > len(self._data):
-            raise CorruptCheckpointError("out of range", path=self._name)
-        self.reads.append((offset, length))
-        return self._data[offset : offset + length]
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def save(tmp_path: Path, obj: object, name: str = "model.pt") -> Path:
@@ -315,7 +289,7 @@ def test_a_flat_state_dict_is_not_flattened(tmp_path: Path) -> None:
 def test_read_rows_touches_only_those_rows(tmp_path: Path) -> None:
     weight = torch.arange(70.0).reshape(7, 10)
     data = save(tmp_path, {"weight": weight}).read_bytes()
-    source = MemorySource(data)
+    source = RecordingSource(data)
     with PyTorchReader(source) as reader:
         span = reader.tensors()["weight"].spans[0]
         source.reads.clear()
@@ -668,7 +642,7 @@ def test_damaged_bytes_raise_only_forebear_errors(edits: list[tuple[int, int]], 
     if cut % 3 == 0:
         data = data[: cut % len(data)]
     try:
-        with PyTorchReader(MemorySource(bytes(data))) as reader:
+        with PyTorchReader(RecordingSource(bytes(data))) as reader:
             for name in reader.tensors():
                 reader.read(name)
     except ForebearError:
@@ -697,7 +671,7 @@ def test_damaged_data_pkl_raises_only_forebear_errors(data: st.DataObject) -> No
         payload[position] = value
     payload = payload[: data.draw(st.integers(1, len(payload)))]
     try:
-        with PyTorchReader(MemorySource(_with_pickle(checkpoint, bytes(payload)))) as reader:
+        with PyTorchReader(RecordingSource(_with_pickle(checkpoint, bytes(payload)))) as reader:
             for name in reader.tensors():
                 reader.read(name)
     except ForebearError:
@@ -712,7 +686,7 @@ def test_zip64_end_records_are_understood(tmp_path: Path, base_checkpoint: Path)
     assert data[-22:-18] == b"PK\x05\x06" and b"PK\x06\x06" in data
     count, directory_bytes = struct.unpack_from("<HL", data, len(data) - 12)
     struct.pack_into("<HHLL", data, len(data) - 14, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF)
-    assert _directory_extent(MemorySource(bytes(data))) == (count, directory_bytes)
+    assert _directory_extent(RecordingSource(bytes(data))) == (count, directory_bytes)
     path = tmp_path / "zip64.pt"
     path.write_bytes(bytes(data))
     with open_file(path) as reader:

@@ -19,6 +19,7 @@ from forebear.errors import (
 )
 from forebear.formats.safetensors import SafetensorsReader, open_safetensors_folder
 from forebear.sources import LocalDirectory, LocalFile
+from recording import RecordingSource
 
 SHAPES = [(), (5,), (3, 4), (2, 3, 5), (0,), (4, 0), (0, 3, 2)]
 NUMPY_DTYPES = {
@@ -31,33 +32,6 @@ NUMPY_DTYPES = {
     "I32": np.int32,
     "I64": np.int64,
 }
-
-
-class RecordingSource:
-    """A ByteSource over bytes that records every read, to prove what was touched."""
-
-    def __init__(self, data: bytes, name: str = "mem.safetensors") -> None:
-        self._data = data
-        self._name = name
-        self.reads: list[tuple[int, int]] = []
-        self.closed = False
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    @property
-    def size(self) -> int:
-        return len(self._data)
-
-    def read(self, offset: int, length: int) -> bytes:
-        self.reads.append((offset, length))
-        if offset < 0 or length < 0 or offset + length > len(self._data):
-            raise CorruptCheckpointError("out of range", path=self._name)
-        return self._data[offset : offset + length]
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def _values(dtype: type[np.generic], shape: tuple[int, ...], seed: int) -> np.ndarray[Any, Any]:
@@ -74,7 +48,7 @@ def _raw_file(header: object, data: bytes = b"", *, header_bytes: bytes | None =
 
 
 def _open_bytes(data: bytes, **kwargs: Any) -> SafetensorsReader:
-    return SafetensorsReader(RecordingSource(data), **kwargs)
+    return SafetensorsReader(RecordingSource(data, "mem.safetensors"), **kwargs)
 
 
 # ---------------------------------------------------------------- round trips
@@ -130,7 +104,7 @@ def test_read_rows_touches_only_the_rows(tmp_path: Path) -> None:
     array = _values(np.float32, (6, 3, 4), 1)
     path = tmp_path / "m.safetensors"
     save_file({"a": np.zeros(7, np.float16), "w": array}, str(path))
-    source = RecordingSource(path.read_bytes())
+    source = RecordingSource(path.read_bytes(), "mem.safetensors")
     reader = SafetensorsReader(source)
     (span,) = reader.tensors()["w"].spans
     source.reads.clear()
@@ -144,7 +118,7 @@ def test_opening_reads_only_the_header(tmp_path: Path) -> None:
     save_file({"w": np.ones((64, 64), np.float32)}, str(path))
     data = path.read_bytes()
     (length,) = struct.unpack("<Q", data[:8])
-    source = RecordingSource(data)
+    source = RecordingSource(data, "mem.safetensors")
     SafetensorsReader(source).close()
     assert source.reads == [(0, 8), (8, length)]
     assert source.closed
@@ -326,7 +300,7 @@ DATA = bytes(8)
     ],
 )
 def test_hostile_header_is_refused(data: bytes, message: str) -> None:
-    source = RecordingSource(data)
+    source = RecordingSource(data, "mem.safetensors")
     with pytest.raises(CorruptCheckpointError, match=message) as caught:
         SafetensorsReader(source)
     assert caught.value.path == "mem.safetensors"
@@ -352,7 +326,7 @@ def test_header_over_the_limit_is_refused() -> None:
 
 
 def test_huge_declared_header_is_refused_before_reading_it() -> None:
-    source = RecordingSource(struct.pack("<Q", 2**63) + b"{}")
+    source = RecordingSource(struct.pack("<Q", 2**63) + b"{}", "mem.safetensors")
     with pytest.raises(LimitExceededError, match=r"header declares 9223372036854775808 bytes"):
         SafetensorsReader(source)
     assert source.reads == [(0, 8)]

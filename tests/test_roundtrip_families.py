@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from factories import FAMILIES, make_hf_model, save_hf
-from forebear.architectures import resolve
+from forebear.architectures import ResolvedModel, resolve
 from forebear.formats import MemoryReader
 from forebear.model import open_model
 from llama_cpp_conversion import GGUF_ARCH, write_converted
@@ -84,8 +84,10 @@ _GGUF_DIMS = {
 }
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_gguf_roles_equal_the_hf_roles(family: str, tmp_path: Path) -> None:
+def _hf_and_gguf(
+    family: str, path: Path, qtype: gguf.GGMLQuantizationType = gguf.GGMLQuantizationType.F32
+) -> tuple[ResolvedModel, Path]:
+    """The family's tiny model resolved from its HF state dict, and written as llama.cpp would."""
     config, state = make_hf_model(family)
     hf = resolve(MemoryReader(state), config)
     arch = GGUF_ARCH[family]
@@ -94,8 +96,13 @@ def test_gguf_roles_equal_the_hf_roles(family: str, tmp_path: Path) -> None:
         for field, key in _GGUF_DIMS.items()
         if (value := getattr(hf.dims, field)) is not None
     }
-    path = tmp_path / f"{family}.gguf"
-    write_converted(path, family, config, state, metadata)
+    write_converted(path, family, config, state, metadata, qtype=qtype)
+    return hf, path
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gguf_roles_equal_the_hf_roles(family: str, tmp_path: Path) -> None:
+    hf, path = _hf_and_gguf(family, tmp_path / f"{family}.gguf")
     with open_model(path) as model:
         converted = model.resolved
         assert converted.source_format == "gguf"
@@ -132,16 +139,7 @@ _DROPPED_BY_LLAMA_CPP = {"bert": ("pooler", "pooler_bias")}
 def test_quantised_gguf_roles_stay_within_quantisation_error(
     family: str, qtype: gguf.GGMLQuantizationType, levels: int, tmp_path: Path
 ) -> None:
-    config, state = make_hf_model(family)
-    hf = resolve(MemoryReader(state), config)
-    arch = GGUF_ARCH[family]
-    metadata = {
-        key.format(arch=arch): value
-        for field, key in _GGUF_DIMS.items()
-        if (value := getattr(hf.dims, field)) is not None
-    }
-    path = tmp_path / f"{family}.gguf"
-    write_converted(path, family, config, state, metadata, qtype=qtype)
+    hf, path = _hf_and_gguf(family, tmp_path / f"{family}.gguf", qtype)
     with open_model(path) as model:
         converted = model.resolved
         quantised = 0
