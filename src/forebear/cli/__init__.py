@@ -12,9 +12,11 @@ import sys
 import typer
 
 from forebear import __version__
+from forebear.cli.bench import bench_command
 from forebear.cli.demo import demo_command
 from forebear.cli.inspect import inspect_command
 from forebear.cli.output import Output
+from forebear.cli.zoo import zoo_app
 from forebear.errors import ForebearError
 
 __all__ = ["app", "main"]
@@ -31,6 +33,8 @@ app = typer.Typer(
 )
 app.command("inspect")(inspect_command)
 app.command("demo")(demo_command)
+app.command("bench")(bench_command)
+app.add_typer(zoo_app, name="zoo")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,254 @@
+"""The zoo as data: which models a profile holds, and how each one is made.
+
+A ``ModelSpec`` names a model, its family, its kind (``base``, ``derived`` or
+``distilled``), its parents and the transformation that made it, with the
+seed, corpus, tokenizer and training budget it used. The builder reads
+nothing else, so adding a model to the zoo is adding a line here.
+
+Transformations are of two sorts. Training ones the builder runs itself
+(``TRAINING_TRANSFORMATIONS``: light fine-tune, continued pre-training, LoRA
+merge, distillation). Every other name is looked up in
+``forebear.zoo.transforms.base.REGISTRY`` and called with the spec's
+``params``; ``retrain_steps`` then fine-tunes the result (e.g. a permuted
+model trained a little further, a pruned one healed).
+
+Two profiles: ``mini`` (tests; ten models in about a minute on one core) and
+``full`` (the benchmark: the mini models trained longer, more bases per
+family, and the registered transformations). This module owns the lists and
+their validation (``check_specs``, which also orders them parents first); it
+builds nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from forebear.errors import ForebearError
+from forebear.zoo.manifest import Kind
+from forebear.zoo.transforms.base import REGISTRY
+
+__all__ = [
+    "PROFILES",
+    "TRAINING_TRANSFORMATIONS",
+    "ModelSpec",
+    "check_specs",
+    "load_transformations",
+    "profile_specs",
+    "takes_many",
+]
+
+TRAINING_TRANSFORMATIONS = frozenset(
+    {"light_finetune", "continued_pretraining", "lora_merge", "distillation"}
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    kind: Kind
+    parents: tuple[str, ...] = ()
+    transformation: str | None = None  # None for a base; "distillation" for a distilled model
+    params: Mapping[str, Any] = field(default_factory=dict)  # passed to the transformation
+    seed: int = 0  # initialisation (bases, students) and data order
+    data: str | None = None  # corpus trained on; None = the first parent's
+    tokenizer: str | None = None  # None = the first parent's; a vocab swap names its target
+    steps: int = 0  # training steps (bases, fine-tunes, students)
+    lr: float = 0.0  # peak learning rate of ``steps`` and ``retrain_steps``
+    retrain_steps: int = 0  # fine-tuning after a registered transformation
+    config: Mapping[str, Any] = field(default_factory=dict)  # overrides of the tiny config
+
+
+_PRETRAIN_LR = 3e-3
+_FINETUNE_LR = 3e-4
+_HINT = "fix the profile in forebear.zoo.profiles"
+
+
+def _base(name: str, family: str, seed: int, data: str, tokenizer: str, steps: int) -> ModelSpec:
+    return ModelSpec(
+        name,
+        family,
+        "base",
+        seed=seed,
+        data=data,
+        tokenizer=tokenizer,
+        steps=steps,
+        lr=_PRETRAIN_LR,
+    )
+
+
+def _trained(
+    name: str, parent: str, how: str, seed: int, data: str, steps: int, lr: float, **params: Any
+) -> ModelSpec:
+    kind: Kind = "distilled" if how == "distillation" else "derived"
+    return ModelSpec(
+        name,
+        "llama",
+        kind,
+        (parent,),
+        how,
+        params=params,
+        seed=seed,
+        data=data,
+        steps=steps,
+        lr=lr,
+    )
+
+
+def _core(base_steps: int) -> list[ModelSpec]:
+    """The mini zoo: hard negatives, other data, another family, and llama-a's family tree."""
+    light = max(10, base_steps // 5)
+    return [
+        _base("llama-a", "llama", 1, "corpus-a", "bpe-a", base_steps),
+        _base("llama-b", "llama", 2, "corpus-a", "bpe-a", base_steps),  # same data: hard negative
+        _base("llama-c", "llama", 3, "corpus-b", "bpe-a", base_steps),
+        _base("qwen2-a", "qwen2", 4, "corpus-b", "bpe-b", base_steps),
+        _trained("llama-a-ft", "llama-a", "light_finetune", 11, "corpus-b", light, _FINETUNE_LR),
+        _trained(
+            "llama-a-cpt", "llama-a", "continued_pretraining", 12, "corpus-b", base_steps,
+            _PRETRAIN_LR,
+        ),
+        _trained(
+            "llama-a-lora", "llama-a", "lora_merge", 13, "corpus-b", 2 * light, 2e-3, rank=4,
+            alpha=8.0,
+        ),
+        _trained(
+            "llama-a-distill", "llama-a", "distillation", 14, "corpus-a", base_steps,
+            _PRETRAIN_LR, temperature=1.0,
+        ),
+        _trained("llama-a-ft-ft", "llama-a-ft", "light_finetune", 15, "corpus-a", light,
+                 _FINETUNE_LR),
+        _trained("llama-a-ft2", "llama-a", "light_finetune", 16, "corpus-a", light, _FINETUNE_LR),
+    ]  # fmt: skip
+
+
+def _transformed(
+    name: str, parent: str, how: str, family: str, retrain: int, **params: Any
+) -> ModelSpec:
+    return ModelSpec(
+        name,
+        family,
+        "derived",
+        (parent,),
+        how,
+        params=params,
+        seed=100 + len(name),
+        retrain_steps=retrain,
+        lr=_FINETUNE_LR,
+    )
+
+
+def _full() -> list[ModelSpec]:
+    steps = 600
+    extra_bases = [
+        _base("llama-d", "llama", 5, "corpus-b", "bpe-b", steps),
+        _base("qwen2-b", "qwen2", 6, "corpus-a", "bpe-b", steps),
+        _base("gpt_neox-a", "gpt_neox", 7, "corpus-a", "bpe-a", steps),
+        _base("gpt_neox-b", "gpt_neox", 8, "corpus-b", "bpe-b", steps),
+    ]
+    retrain = steps // 10
+    transformed = [
+        _transformed("llama-a-perm", "llama-a", "permute_all", "llama", retrain),
+        _transformed("llama-a-rot", "llama-a", "rotate_residual", "llama", retrain),
+        _transformed("llama-a-wprune", "llama-a", "width_prune", "llama", retrain, keep=0.75),
+        _transformed("llama-a-dprune", "llama-a", "depth_prune", "llama", retrain, count=1),
+        _transformed("llama-a-dup", "llama-a", "depth_upscale", "llama", retrain, mode="solar"),
+        _transformed("llama-a-moe", "llama-a", "moe_upcycle", "mixtral", retrain, noise=0.01),
+        _transformed("llama-a-vext", "llama-a", "vocab_extend", "llama", retrain, count=32),
+        ModelSpec(
+            "llama-a-vswap",
+            "llama",
+            "derived",
+            ("llama-a",),
+            "vocab_swap",
+            seed=120,
+            tokenizer="bpe-b",
+            retrain_steps=retrain,
+            lr=_FINETUNE_LR,
+        ),
+    ]
+    return [*_core(steps), *extra_bases, *transformed]
+
+
+PROFILES: Mapping[str, Sequence[ModelSpec]] = {"mini": _core(150), "full": _full()}
+
+
+def profile_specs(profile: str) -> Sequence[ModelSpec]:
+    if profile not in PROFILES:
+        raise ForebearError(
+            f"unknown zoo profile {profile!r}", hint=f"choose one of: {', '.join(PROFILES)}"
+        )
+    return PROFILES[profile]
+
+
+def load_transformations() -> Mapping[str, Callable[..., Any]]:
+    """Import every module of ``forebear.zoo.transforms`` so each registers itself."""
+    import forebear.zoo.transforms as package
+
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+    return REGISTRY
+
+
+def _fail(spec: ModelSpec, message: str) -> ForebearError:
+    return ForebearError(f"zoo model {spec.name!r}: {message}", hint=_HINT)
+
+
+def _check_transformation(spec: ModelSpec) -> None:
+    name = spec.transformation
+    if spec.kind == "base":
+        if spec.parents or name is not None or not spec.data or not spec.tokenizer:
+            raise _fail(spec, "a base names a corpus and a tokenizer, and no parents")
+        return
+    if not spec.parents or name is None:
+        raise _fail(spec, f"a {spec.kind} model needs parents and a transformation")
+    if (spec.kind == "distilled") != (name == "distillation"):
+        raise _fail(spec, "kind 'distilled' goes with transformation 'distillation' only")
+    if name in TRAINING_TRANSFORMATIONS:
+        return
+    function = load_transformations().get(name)
+    if function is None:
+        raise _fail(
+            spec,
+            f"transformation {name!r} is not registered "
+            f"(known: {', '.join(sorted([*REGISTRY, *TRAINING_TRANSFORMATIONS]))})",
+        )
+    inputs = (None, None) if takes_many(function) else (None, None, None)
+    try:
+        inspect.signature(function).bind_partial(*inputs, **spec.params)
+    except TypeError as error:
+        raise _fail(spec, f"params do not fit {name!r} ({error})") from None
+
+
+def check_specs(specs: Sequence[ModelSpec]) -> list[ModelSpec]:
+    """Validate a profile and return it in dependency order (parents before children)."""
+    by_name: dict[str, ModelSpec] = {}
+    for spec in specs:
+        if spec.name in by_name:
+            raise _fail(spec, "named twice in the profile")
+        by_name[spec.name] = spec
+    for spec in specs:
+        _check_transformation(spec)
+        for parent in spec.parents:
+            if parent not in by_name:
+                raise _fail(spec, f"names unknown parent {parent!r}")
+    ordered: list[ModelSpec] = []
+    placed: set[str] = set()
+    while len(ordered) < len(specs):
+        ready = [s for s in specs if s.name not in placed and set(s.parents) <= placed]
+        if not ready:
+            raise _fail(next(s for s in specs if s.name not in placed), "is its own ancestor")
+        ordered.extend(ready)
+        placed.update(s.name for s in ready)
+    return ordered
+
+
+def takes_many(function: Callable[..., Any]) -> bool:
+    """Whether a transformation combines several models: ``fn(states, configs, *, rng, ...)``
+    (merges) rather than ``fn(state, config, rng, ...)``."""
+    return next(iter(inspect.signature(function).parameters), None) == "states"
