@@ -233,3 +233,18 @@ def make_hf_model(
     """(config.json contents, state dict as saved) of a tiny random model; fresh copies."""
     config_text, state = _saved(family, seed, square)
     return json.loads(config_text), {name: array.copy() for name, array in state.items()}
+
+
+def load_derived(derived: Any, folder: Path) -> Any:
+    """A zoo ``Derived`` saved to ``folder`` and loaded by transformers; no key may be off."""
+    import transformers
+    from safetensors.numpy import save_file
+
+    (folder / "config.json").write_text(json.dumps(derived.config), encoding="utf-8")
+    save_file(derived.state, str(folder / "model.safetensors"))
+    model, info = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert not info["mismatched_keys"]
+    return model.eval()

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from factories import build_torch_model, make_hf_model  # noqa: E402
+from factories import build_torch_model, load_derived, make_hf_model  # noqa: E402
 from forebear.architectures import Role, resolve  # noqa: E402
 from forebear.errors import ArchitectureError, UnsupportedFormatError  # noqa: E402
 from forebear.formats.memory import MemoryReader  # noqa: E402
@@ -31,20 +31,6 @@ TOKENS = [[1, 5, 9, 33, 70, 4, 101, 2]]
 def source(family: str, square: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """config.json and state dict of the factory model, as ``save_pretrained`` writes them."""
     return make_hf_model(family, square=square)
-
-
-def load(derived: Derived, tmp_path: Path) -> Any:
-    """The derived model loaded by transformers from a saved folder; no key may be off."""
-    from safetensors.numpy import save_file
-
-    (tmp_path / "config.json").write_text(json.dumps(derived.config), encoding="utf-8")
-    save_file(derived.state, str(tmp_path / "model.safetensors"))
-    model, info = transformers.AutoModelForCausalLM.from_pretrained(
-        tmp_path, output_loading_info=True
-    )
-    assert not info["missing_keys"] and not info["unexpected_keys"]
-    assert not info["mismatched_keys"]
-    return model.eval()
 
 
 def logits(model: Any) -> np.ndarray:
@@ -106,7 +92,7 @@ def test_width_prune_keeps_selected_units_and_heads(
             assert np.array_equal(
                 read(derived.state, new, role, layer), np.take(old, index, axis=axis)
             )
-    out = logits(load(derived, tmp_path))
+    out = logits(load_derived(derived, tmp_path))
     assert out.shape == (1, len(TOKENS[0]), config["vocab_size"])
     json.dumps(derived.maps)
 
@@ -149,7 +135,7 @@ def test_width_prune_gpt_neox_mlp(tmp_path: Path) -> None:
     units = derived.maps["mlp_units"][1]
     old = read(state, config, "mlp.up_bias", 1)
     assert np.array_equal(read(derived.state, derived.config, "mlp.up_bias", 1), old[units])
-    load(derived, tmp_path)
+    load_derived(derived, tmp_path)
 
 
 # --- depth -------------------------------------------------------------------------------------
@@ -185,7 +171,11 @@ def test_depth_prune(family: str, params: dict[str, Any], sources: list[int], tm
     assert derived.maps == {"layers": sources}
     assert derived.config["num_hidden_layers"] == len(sources)
     layer_tensors_equal(derived, state, config, sources)
-    assert logits(load(derived, tmp_path)).shape == (1, len(TOKENS[0]), config["vocab_size"])
+    assert logits(load_derived(derived, tmp_path)).shape == (
+        1,
+        len(TOKENS[0]),
+        config["vocab_size"],
+    )
 
 
 @pytest.mark.parametrize(
@@ -208,7 +198,7 @@ def test_depth_upscale(family: str, params: dict[str, Any], sources: list[int], 
     # Duplicated layers are copies, not views of one array.
     arrays = [id(a) for a in derived.state.values()] + [id(a) for a in state.values()]
     assert len(set(arrays)) == len(arrays)
-    model = load(derived, tmp_path)
+    model = load_derived(derived, tmp_path)
     assert model.config.num_hidden_layers == len(sources)
     logits(model)
 
@@ -257,7 +247,7 @@ def test_moe_upcycle_preserves_function(square: bool, tmp_path: Path) -> None:
                 got = moe.read(Role.from_name(expert_role), layer, expert)
                 assert np.array_equal(got, read(state, config, dense, layer))
     dense = logits(build_torch_model("llama", square=square))
-    upcycled = logits(load(derived, tmp_path))
+    upcycled = logits(load_derived(derived, tmp_path))
     np.testing.assert_allclose(upcycled, dense, rtol=1e-4, atol=1e-5)
 
 
@@ -273,7 +263,7 @@ def test_moe_upcycle_noise_is_seeded_and_breaks_symmetry(tmp_path: Path) -> None
     )
     router = a.state["model.layers.0.block_sparse_moe.gate.weight"]
     assert router.shape == (4, config["hidden_size"])
-    load(a, tmp_path)
+    load_derived(a, tmp_path)
 
 
 def test_moe_upcycle_refuses_what_mixtral_cannot_hold() -> None:

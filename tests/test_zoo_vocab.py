@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
-from factories import make_hf_model  # noqa: E402
+from factories import load_derived, make_hf_model  # noqa: E402
 from forebear.errors import TokenizerError  # noqa: E402
 from forebear.zoo.transforms.base import REGISTRY, Derived  # noqa: E402
 from forebear.zoo.transforms.vocab import vocab_extend, vocab_swap  # noqa: E402
@@ -69,19 +69,6 @@ def llama(tied: bool = False) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return config, state
 
 
-def load(derived: Derived, tmp_path: Path) -> Any:
-    from safetensors.numpy import save_file
-
-    (tmp_path / "config.json").write_text(json.dumps(derived.config), encoding="utf-8")
-    save_file(derived.state, str(tmp_path / "model.safetensors"))
-    model, info = transformers.AutoModelForCausalLM.from_pretrained(
-        tmp_path, output_loading_info=True
-    )
-    assert not info["missing_keys"] and not info["unexpected_keys"]
-    assert not info["mismatched_keys"]
-    return model.eval()
-
-
 def forward(model: Any, ids: list[int]) -> np.ndarray:
     with torch.no_grad():
         return model(torch.tensor([ids])).logits.numpy()
@@ -117,7 +104,7 @@ def test_vocab_swap_carries_rows_by_token_string(tmp_path: Path) -> None:
         assert fresh and not any(np.array_equal(new[i], old[i]) for i in fresh[:5])
     assert derived.maps["token_ids"] == {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
     assert json.loads(json.dumps(derived.maps)) == derived.maps
-    logits = forward(load(derived, tmp_path), [1, 50, 99, 2])
+    logits = forward(load_derived(derived, tmp_path), [1, 50, 99, 2])
     assert logits.shape == (1, 4, 100)
 
 
@@ -134,7 +121,7 @@ def test_vocab_swap_tied_head_and_seeded(tmp_path: Path) -> None:
     )
     assert HEAD not in a.state and np.array_equal(a.state[EMBED], b.state[EMBED])
     assert not np.array_equal(a.state[EMBED], c.state[EMBED])
-    model = load(a, tmp_path)
+    model = load_derived(a, tmp_path)
     assert np.array_equal(model.lm_head.weight.detach().numpy(), a.state[EMBED])
     forward(model, [0, 99])
 
@@ -175,7 +162,7 @@ def test_vocab_extend_keeps_old_rows_and_ids(tmp_path: Path) -> None:
         assert np.abs(derived.state[name][128] - mean).max() < 6 * 0.1 * spread
     encoded = tokenizers.Tokenizer.from_str(derived.tokenizer_json.decode()).encode("provenance")
     assert encoded.ids == [128]
-    assert forward(load(derived, tmp_path), [1, 128, 2]).shape == (1, 3, size)
+    assert forward(load_derived(derived, tmp_path), [1, 128, 2]).shape == (1, 3, size)
 
 
 def test_vocab_extend_from_corpus_is_deterministic() -> None:
