@@ -220,6 +220,33 @@ def test_registered_transformations_are_applied_then_retrained(
     assert result.manifest.models["llama-a-swap"].tokenizer == "bpe-b"
 
 
+def test_storage_copies_are_written_by_their_writers_and_cached(
+    mini: ZooBuild, zoo_cache: Path, tmp_path: Path
+) -> None:
+    base = next(s for s in MINI if s.name == "llama-a")
+    copies = [
+        ModelSpec("llama-a-q6_k", "llama", "derived", ("llama-a",), "gguf_k"),
+        ModelSpec("llama-a-int8", "llama", "derived", ("llama-a",), "int8",
+                  params={"group_size": 32}),
+    ]  # fmt: skip
+    result = run_build([base, *copies], tmp_path, cache=zoo_cache)
+    models = result.manifest.models
+    assert models["llama-a-q6_k"].path == "models/llama-a-q6_k/model-Q6_K.gguf"
+    assert models["llama-a-int8"].path == "models/llama-a-int8"
+    assert models["llama-a-int8"].params == {"group_size": 32}
+    original = weights(result, "llama-a")[0]
+    for name in ("llama-a-q6_k", "llama-a-int8"):
+        with open_model(result.manifest.model_path(name)) as copy:
+            up = copy.resolved.read(Role.MLP_UP, 1)
+            exact = resolve_state(original, weights(result, "llama-a")[1]).read(Role.MLP_UP, 1)
+            assert up.shape == exact.shape and 0 < np.abs(up - exact).max() < 0.05
+    pairs = {(p.a, p.b): p for p in result.manifest.pairs}
+    assert pairs[("llama-a", "llama-a-q6_k")].relation == "gguf_k"
+    assert pairs[("llama-a-q6_k", "llama-a-int8")].relation == "sibling"
+    again = run_build([base, *copies], tmp_path / "again", cache=zoo_cache)
+    assert again.built == () and set(again.cached) == {"llama-a", "llama-a-q6_k", "llama-a-int8"}
+
+
 def _spec(name: str, **fields: Any) -> ModelSpec:
     defaults: dict[str, Any] = {"family": "llama", "kind": "derived", "parents": ("llama-a",)}
     return ModelSpec(name, **(defaults | fields))
@@ -240,6 +267,14 @@ BASE = next(s for s in MINI if s.name == "llama-a")
             "zoo model 'x': params do not fit 'permute_all'",
         ),
         ([BASE, BASE], "zoo model 'llama-a': named twice"),
+        (
+            [BASE, _spec("x", transformation="gguf_k", retrain_steps=3)],
+            "zoo model 'x': a storage copy has one parent and no retraining",
+        ),
+        (
+            [BASE, _spec("x", transformation="int8", params={"bits": 4})],
+            "zoo model 'x': params do not fit 'int8'",
+        ),
         ([_spec("x", transformation="light_finetune")], "names unknown parent 'llama-a'"),
         ([BASE, _spec("x", transformation=None)], "needs parents and a transformation"),
         (

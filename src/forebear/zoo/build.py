@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import platform
 import shutil
 import time
@@ -52,6 +53,7 @@ from forebear.zoo.profiles import (
     TRAINING_TRANSFORMATIONS,
     ModelSpec,
     check_specs,
+    is_storage,
     load_transformations,
     profile_specs,
     takes_many,
@@ -292,10 +294,57 @@ def _make(spec: ModelSpec, parents: Sequence[BuiltModel], shop: _Workshop) -> _M
     return made
 
 
+def _record_bytes(record: Mapping[str, Any]) -> bytes:
+    return (json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def _obtain_stored(spec: ModelSpec, parent: BuiltModel, key: str, folder: Path) -> BuiltModel:
+    """A storage copy (recast, GPTQ, GGUF) of ``parent``, written by its ``STORAGE`` writer.
+
+    Its files are whatever the writer produces (a folder or one ``.gguf``), so the
+    copy cannot be reloaded as a state: a model derived from it would start from
+    the parent's state, which is the copy's before rounding. Profiles make no
+    children of copies."""
+    from forebear.zoo.transforms.storage import STORAGE
+
+    if (folder / RECORD).is_file():
+        record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
+        return BuiltModel(
+            spec, key, parent.state, parent.config, parent.tokenizer_json, record, cached=True
+        )
+    assert spec.transformation is not None  # checked by check_specs
+    started = time.perf_counter()
+    staging = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
+    if staging.exists():
+        shutil.rmtree(staging)
+    written = STORAGE[spec.transformation](
+        parent.state, parent.config, parent.tokenizer_json, staging, **spec.params
+    )
+    record = {
+        "name": spec.name,
+        "key": key,
+        "spec": _spec_json(spec),
+        "data": parent.data,
+        "tokenizer": parent.tokenizer,
+        "params": dict(spec.params),
+        "function_preserving": False,
+        "stored": written.relative_to(staging).as_posix(),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    (staging / RECORD).write_bytes(_record_bytes(record))
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(folder)
+    return BuiltModel(spec, key, parent.state, parent.config, parent.tokenizer_json, record)
+
+
 def _obtain(spec: ModelSpec, parents: Sequence[BuiltModel], shop: _Workshop) -> BuiltModel:
     """The model from the cache if its key is there, else made and put there."""
     key = _key(spec, parents, shop)
     folder = shop.cache / "models" / key
+    if is_storage(spec.transformation):
+        return _obtain_stored(spec, parents[0], key, folder)
     if (folder / RECORD).is_file():
         state, config, tokenizer_json = load_folder(folder)
         record = json.loads((folder / RECORD).read_text(encoding="utf-8"))
@@ -305,16 +354,17 @@ def _obtain(spec: ModelSpec, parents: Sequence[BuiltModel], shop: _Workshop) -> 
     data = spec.data if spec.kind == "base" or not parents else _data_of(spec, parents[0])
     record = made.record | {"name": spec.name, "key": key, "spec": _spec_json(spec), "data": data}
     record["seconds"] = round(time.perf_counter() - started, 3)
-    extra = {RECORD: (json.dumps(record, indent=2, sort_keys=True) + "\n").encode("utf-8")}
+    extra = {RECORD: _record_bytes(record)}
     save_folder(folder, made.state, made.config, made.tokenizer_json, extra)
     return BuiltModel(spec, key, made.state, made.config, made.tokenizer_json, record)
 
 
 def _entry(model: BuiltModel) -> ModelEntry:
     spec = model.spec
+    stored = str(model.record.get("stored", "."))
     return ModelEntry(
         name=spec.name,
-        path=f"models/{spec.name}",
+        path=f"models/{spec.name}" + ("" if stored == "." else f"/{stored}"),
         family=spec.family,
         kind=spec.kind,
         parents=spec.parents,

@@ -37,6 +37,7 @@ __all__ = [
     "TRAINING_TRANSFORMATIONS",
     "ModelSpec",
     "check_specs",
+    "is_storage",
     "load_transformations",
     "profile_specs",
     "takes_many",
@@ -69,7 +70,15 @@ _FINETUNE_LR = 3e-4
 _HINT = "fix the profile in forebear.zoo.profiles"
 
 
-def _base(name: str, family: str, seed: int, data: str, tokenizer: str, steps: int) -> ModelSpec:
+def _base(
+    name: str,
+    family: str,
+    seed: int,
+    data: str,
+    tokenizer: str,
+    steps: int,
+    config: Mapping[str, Any] | None = None,
+) -> ModelSpec:
     return ModelSpec(
         name,
         family,
@@ -79,16 +88,27 @@ def _base(name: str, family: str, seed: int, data: str, tokenizer: str, steps: i
         tokenizer=tokenizer,
         steps=steps,
         lr=_PRETRAIN_LR,
+        config=dict(config or {}),
     )
 
 
 def _trained(
-    name: str, parent: str, how: str, seed: int, data: str, steps: int, lr: float, **params: Any
+    name: str,
+    parent: str,
+    how: str,
+    seed: int,
+    data: str,
+    steps: int,
+    lr: float,
+    *,
+    family: str = "llama",
+    config: Mapping[str, Any] | None = None,
+    **params: Any,
 ) -> ModelSpec:
     kind: Kind = "distilled" if how == "distillation" else "derived"
     return ModelSpec(
         name,
-        "llama",
+        family,
         kind,
         (parent,),
         how,
@@ -97,17 +117,18 @@ def _trained(
         data=data,
         steps=steps,
         lr=lr,
+        config=dict(config or {}),
     )
 
 
-def _core(base_steps: int) -> list[ModelSpec]:
+def _core(base_steps: int, config: Mapping[str, Any] | None = None) -> list[ModelSpec]:
     """The mini zoo: hard negatives, other data, another family, and llama-a's family tree."""
     light = max(10, base_steps // 5)
     return [
-        _base("llama-a", "llama", 1, "corpus-a", "bpe-a", base_steps),
-        _base("llama-b", "llama", 2, "corpus-a", "bpe-a", base_steps),  # same data: hard negative
-        _base("llama-c", "llama", 3, "corpus-b", "bpe-a", base_steps),
-        _base("qwen2-a", "qwen2", 4, "corpus-b", "bpe-b", base_steps),
+        _base("llama-a", "llama", 1, "corpus-a", "bpe-a", base_steps, config),
+        _base("llama-b", "llama", 2, "corpus-a", "bpe-a", base_steps, config),  # hard negative
+        _base("llama-c", "llama", 3, "corpus-b", "bpe-a", base_steps, config),
+        _base("qwen2-a", "qwen2", 4, "corpus-b", "bpe-b", base_steps, config),
         _trained("llama-a-ft", "llama-a", "light_finetune", 11, "corpus-b", light, _FINETUNE_LR),
         _trained(
             "llama-a-cpt", "llama-a", "continued_pretraining", 12, "corpus-b", base_steps,
@@ -119,7 +140,7 @@ def _core(base_steps: int) -> list[ModelSpec]:
         ),
         _trained(
             "llama-a-distill", "llama-a", "distillation", 14, "corpus-a", base_steps,
-            _PRETRAIN_LR, temperature=1.0,
+            _PRETRAIN_LR, config=config, temperature=1.0,
         ),
         _trained("llama-a-ft-ft", "llama-a-ft", "light_finetune", 15, "corpus-a", light,
                  _FINETUNE_LR),
@@ -128,13 +149,13 @@ def _core(base_steps: int) -> list[ModelSpec]:
 
 
 def _transformed(
-    name: str, parent: str, how: str, family: str, retrain: int, **params: Any
+    name: str, parent: str | tuple[str, ...], how: str, family: str, retrain: int, **params: Any
 ) -> ModelSpec:
     return ModelSpec(
         name,
         family,
         "derived",
-        (parent,),
+        (parent,) if isinstance(parent, str) else parent,
         how,
         params=params,
         seed=100 + len(name),
@@ -143,14 +164,34 @@ def _transformed(
     )
 
 
+def _copy(name: str, parent: str, how: str, family: str = "llama", **params: Any) -> ModelSpec:
+    """A storage copy: same weights, another dtype or file format (no training)."""
+    return ModelSpec(name, family, "derived", (parent,), how, params=params)
+
+
+# The full profile's models are deeper than the mini's, so that depth surgery (a layer
+# dropped, layers duplicated) leaves a layer map worth recovering.
+_FULL_CONFIG: Mapping[str, Any] = {"num_hidden_layers": 4}
+
+
 def _full() -> list[ModelSpec]:
     steps = 600
+    light = steps // 5
     extra_bases = [
-        _base("llama-d", "llama", 5, "corpus-b", "bpe-b", steps),
-        _base("qwen2-b", "qwen2", 6, "corpus-a", "bpe-b", steps),
-        _base("gpt_neox-a", "gpt_neox", 7, "corpus-a", "bpe-a", steps),
-        _base("gpt_neox-b", "gpt_neox", 8, "corpus-b", "bpe-b", steps),
+        _base("llama-d", "llama", 5, "corpus-b", "bpe-b", steps, _FULL_CONFIG),
+        _base("qwen2-b", "qwen2", 6, "corpus-a", "bpe-b", steps, _FULL_CONFIG),
+        _base("gpt_neox-a", "gpt_neox", 7, "corpus-a", "bpe-a", steps, _FULL_CONFIG),
+        _base("gpt_neox-b", "gpt_neox", 8, "corpus-b", "bpe-b", steps, _FULL_CONFIG),
     ]
+    other_families = [
+        _trained("qwen2-a-ft", "qwen2-a", "light_finetune", 21, "corpus-a", light, _FINETUNE_LR,
+                 family="qwen2"),
+        _trained("gpt_neox-a-ft", "gpt_neox-a", "light_finetune", 22, "corpus-b", light,
+                 _FINETUNE_LR, family="gpt_neox"),
+        _trained("gpt_neox-a-cpt", "gpt_neox-a", "continued_pretraining", 23, "corpus-b", steps,
+                 _PRETRAIN_LR, family="gpt_neox"),
+        _copy("qwen2-a-q8_0", "qwen2-a", "gguf_q8_0", family="qwen2"),
+    ]  # fmt: skip
     retrain = steps // 10
     transformed = [
         _transformed("llama-a-perm", "llama-a", "permute_all", "llama", retrain),
@@ -172,7 +213,31 @@ def _full() -> list[ModelSpec]:
             lr=_FINETUNE_LR,
         ),
     ]
-    return [*_core(steps), *extra_bases, *transformed]
+    fine_tunes = ("llama-a-ft", "llama-a-ft2")  # siblings; their common base is llama-a
+    merges = [
+        _transformed("llama-a-merge-linear", fine_tunes, "merge_linear", "llama", 0,
+                     weights=[0.7, 0.3]),
+        _transformed("llama-a-merge-slerp", fine_tunes, "merge_slerp", "llama", 0, t=0.4),
+        _transformed("llama-a-merge-ties", fine_tunes, "merge_ties", "llama", 0, density=0.5),
+        _transformed("llama-a-merge-ft", fine_tunes, "merge_linear", "llama", retrain),
+    ]  # fmt: skip
+    copies = [
+        _copy("llama-a-fp16", "llama-a", "recast_fp16"),
+        _copy("llama-a-bf16", "llama-a", "recast_bf16"),
+        _copy("llama-a-int8", "llama-a", "int8", group_size=32),
+        _copy("llama-a-q8_0", "llama-a", "gguf_q8_0"),
+        _copy("llama-a-q6_k", "llama-a", "gguf_k"),
+        _copy("llama-a-ft-q6_k", "llama-a-ft", "gguf_k"),
+        _copy("llama-a-cpt-int8", "llama-a-cpt", "int8", group_size=32),
+    ]
+    return [
+        *_core(steps, _FULL_CONFIG),
+        *extra_bases,
+        *other_families,
+        *transformed,
+        *merges,
+        *copies,
+    ]
 
 
 PROFILES: Mapping[str, Sequence[ModelSpec]] = {"mini": _core(150), "full": _full()}
@@ -195,6 +260,14 @@ def load_transformations() -> Mapping[str, Callable[..., Any]]:
     return REGISTRY
 
 
+def is_storage(name: str | None) -> bool:
+    """Whether ``name`` is a storage copy (``forebear.zoo.transforms.storage.STORAGE``)."""
+    load_transformations()
+    from forebear.zoo.transforms.storage import STORAGE
+
+    return name in STORAGE
+
+
 def _fail(spec: ModelSpec, message: str) -> ForebearError:
     return ForebearError(f"zoo model {spec.name!r}: {message}", hint=_HINT)
 
@@ -211,18 +284,34 @@ def _check_transformation(spec: ModelSpec) -> None:
         raise _fail(spec, "kind 'distilled' goes with transformation 'distillation' only")
     if name in TRAINING_TRANSFORMATIONS:
         return
+    if is_storage(name):
+        from forebear.zoo.transforms.storage import STORAGE
+
+        if len(spec.parents) != 1 or spec.retrain_steps:
+            raise _fail(spec, "a storage copy has one parent and no retraining")
+        try:
+            inspect.signature(STORAGE[name]).bind(None, None, None, None, **spec.params)
+        except TypeError as error:
+            raise _fail(spec, f"params do not fit {name!r} ({error})") from None
+        return
     function = load_transformations().get(name)
     if function is None:
         raise _fail(
             spec,
             f"transformation {name!r} is not registered "
-            f"(known: {', '.join(sorted([*REGISTRY, *TRAINING_TRANSFORMATIONS]))})",
+            f"(known: {', '.join(sorted([*REGISTRY, *TRAINING_TRANSFORMATIONS, *_storage()]))})",
         )
     inputs = (None, None) if takes_many(function) else (None, None, None)
     try:
         inspect.signature(function).bind_partial(*inputs, **spec.params)
     except TypeError as error:
         raise _fail(spec, f"params do not fit {name!r} ({error})") from None
+
+
+def _storage() -> list[str]:
+    from forebear.zoo.transforms.storage import STORAGE
+
+    return list(STORAGE)
 
 
 def check_specs(specs: Sequence[ModelSpec]) -> list[ModelSpec]:
