@@ -25,8 +25,26 @@ demo: $(VENV)/.core
 test: $(VENV)/.dev
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -p no:cacheprovider
 
-bench: $(VENV)/.core
+# The benchmark: readers at 2 GB, the full zoo (built once, cached), every zoo pair scored by
+# forebear's methods and by modelDNA (PyPI, in a venv of its own so its pins never meet ours;
+# without a package index it is scored "unavailable"), and the 7B-shaped scale pair.
+ZOO_FULL  ?= benchmarks/.work/zoo-full
+DNA_VENV  := benchmarks/.work/modeldna-venv
+BENCH_PATH = HF_HUB_OFFLINE=1 PATH="$$PATH:$(abspath $(DNA_VENV))/bin"
+BENCH_METHODS ?= -m baseline-cosine -m modeldna
+
+$(DNA_VENV)/.installed:
+	$(PYTHON) -m venv $(DNA_VENV)
+	$(DNA_VENV)/bin/pip install --quiet --disable-pip-version-check modeldna==0.1.0 \
+		|| echo "bench: modeldna could not be installed; it will be reported unavailable"
+	touch $@
+
+bench: $(VENV)/.dev $(DNA_VENV)/.installed
 	$(PY) benchmarks/bench_readers.py
+	$(PY) -m forebear zoo build --profile full --out $(ZOO_FULL)
+	$(BENCH_PATH) $(PY) -m forebear bench --zoo $(ZOO_FULL) $(BENCH_METHODS) --out benchmarks/results
+	$(BENCH_PATH) $(PY) benchmarks/bench_scale.py $(BENCH_METHODS:-m=--method)
+	$(PY) benchmarks/update_readme.py
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check src tests benchmarks

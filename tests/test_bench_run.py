@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -245,6 +246,43 @@ def test_external_command_verdicts_and_placeholders(tmp_path: Path) -> None:
     assert by_threshold.verdict == "independent"
     with pytest.raises(ValueError, match="needs a score_field or a p_value_field"):
         ExternalCommand("t", ["x"], 1.0)
+
+
+def test_null_score_is_a_declined_score_only_next_to_a_verdict(tmp_path: Path) -> None:
+    code = "import json; print(json.dumps({'s': None, 'v': 'independent'}))"
+    argv = [sys.executable, "-c", code]
+    with_verdict = ExternalCommand("t", argv, 1.0, score_field="s", verdict_field="v")
+    found = with_verdict.compare(tmp_path, tmp_path)
+    assert (found.score, found.verdict, found.error) == (None, "independent", None)
+    without = ExternalCommand("t", argv, 1.0, score_field="s").compare(tmp_path, tmp_path)
+    assert (without.verdict, without.error) == ("unavailable", "field 's' is None, not a number")
+
+
+def test_modeldna_adapter_runs_suspect_then_candidate_and_maps_its_classes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stand-in `modeldna` on PATH that answers as modelDNA 0.1 does, echoing its arguments.
+    script = tmp_path / "modeldna"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "classes = {'child': 'FINE_TUNE', 'odd': 'SAME_FAMILY_UNRESOLVED'}\n"
+        "verdict = classes.get(sys.argv[2], 'NO_MATCH')\n"
+        "probability = None if sys.argv[2] == 'wide' else 0.97\n"
+        "print(json.dumps({'argv': sys.argv[1:], 'bytes_read': 4096,\n"
+        "                  'verdict': {'verdict': verdict, 'probability': probability}}))\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    method = METHODS["modeldna"]()
+    assert method.command_line(Path("parent"), Path("child"))[1:] == [  # type: ignore[attr-defined]
+        "compare", "child", "parent", "--json",
+    ]  # fmt: skip
+    answers = {b: method.compare(Path("parent"), Path(b)) for b in ("child", "odd", "wide")}
+    assert answers["child"].verdict == "derived" and answers["child"].score == 0.97
+    assert answers["child"].bytes_read == 4096
+    assert answers["odd"].verdict == "inconclusive"
+    assert (answers["wide"].verdict, answers["wide"].score) == ("independent", None)
 
 
 def test_cli_prints_the_table_and_writes_results(zoo: Path, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, overload, runtime_checkable
 
 import numpy as np
 
@@ -48,6 +48,7 @@ __all__ = [
     "Method",
     "MethodResult",
     "Verdict",
+    "modeldna",
 ]
 
 Kind = Literal["p_value", "score"]
@@ -216,8 +217,14 @@ def _field(data: Any, path: str) -> Any:
     return current
 
 
-def _number(data: Any, path: str) -> float:
+@overload
+def _number(data: Any, path: str) -> float: ...
+@overload
+def _number(data: Any, path: str, *, null_ok: bool) -> float | None: ...
+def _number(data: Any, path: str, *, null_ok: bool = False) -> float | None:
     value = _field(data, path)
+    if value is None and null_ok:
+        return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _OutputError(f"field {path!r} is {value!r}, not a number")
     number = float(value)
@@ -251,6 +258,7 @@ class ExternalCommand:
     )
     timeout_s: float = 600.0
     description: str = "external command"
+    bytes_read_field: str | None = None  # where the tool reports the bytes it read, if it does
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "argv", tuple(self.argv))  # frozen means frozen: no shared list
@@ -303,23 +311,74 @@ class ExternalCommand:
             data = json.loads(stdout)
         except (json.JSONDecodeError, RecursionError):
             raise _OutputError("output is not JSON") from None
-        p_value = None if self.p_value_field is None else _number(data, self.p_value_field)
+        # A null score is the tool declining to score (e.g. shapes it cannot compare); with
+        # the tool's own verdict that is an answer without a score, otherwise a failure.
+        declined = self.verdict_field is not None
+        p_value = None
+        if self.p_value_field is not None:
+            p_value = _number(data, self.p_value_field, null_ok=declined)
         if p_value is not None and not 0.0 <= p_value <= 1.0:
             raise _OutputError(f"p-value {p_value} lies outside [0, 1]")
+        score: float | None
         if self.score_field is not None:
-            score = _number(data, self.score_field)
-        else:
-            assert p_value is not None  # __post_init__ demands one of the two fields
+            score = _number(data, self.score_field, null_ok=declined)
+        elif p_value is not None:
             score = math.inf if p_value == 0.0 else -math.log10(p_value)
+        else:
+            score = None
         if self.verdict_field is not None:
             said = str(_field(data, self.verdict_field)).strip().lower()
             verdict: Verdict = self.verdict_map.get(said, "inconclusive")
         else:
+            assert score is not None  # without a verdict field a null score raised above
             verdict = "derived" if score >= self.threshold else "independent"
-        return MethodResult(score, p_value, verdict, seconds, None)
+        bytes_read = None
+        if self.bytes_read_field is not None:
+            counted = _number(data, self.bytes_read_field, null_ok=True)
+            # No comparison reads nothing: a zero is a tool not counting (modelDNA on local
+            # folders), so it is reported unknown rather than as a free comparison.
+            bytes_read = int(counted) if counted is not None and counted > 0 else None
+        return MethodResult(score, p_value, verdict, seconds, bytes_read)
+
+
+# ---------------------------------------------------------------- modelDNA
+
+# modelDNA 0.1's verdict classes (``modeldna.verdict.VerdictClass``), as the benchmark counts them.
+_MODELDNA_VERDICTS: Mapping[str, Verdict] = {
+    "exact_copy": "derived",
+    "quantized_copy": "derived",
+    "fine_tune": "derived",
+    "same_lineage": "derived",
+    "likely_merge": "derived",
+    "same_family_unresolved": "inconclusive",
+    "insufficient": "inconclusive",
+    "no_match": "independent",
+}
+
+
+def modeldna() -> ExternalCommand:
+    """modelDNA (PyPI ``modeldna``) through ``modeldna compare SUSPECT CANDIDATE --json``.
+
+    The score is its calibrated probability that the suspect descends from the
+    candidate (null when it finds the structures incomparable), its own call
+    the verdict class; 0.90 is the top of its abstention band. ``modeldna`` must
+    be on PATH (``make bench`` installs it in a venv of its own); otherwise every
+    pair is ``unavailable``.
+    """
+    return ExternalCommand(
+        name="modeldna",
+        argv=("modeldna", "compare", "{b}", "{a}", "--json"),
+        threshold=0.90,
+        score_field="verdict.probability",
+        verdict_field="verdict.verdict",
+        verdict_map=_MODELDNA_VERDICTS,
+        bytes_read_field="bytes_read",
+        description="modelDNA 0.1 (PyPI), `modeldna compare --json`: calibrated probability",
+    )
 
 
 # Registry of methods the CLI can name; forebear's own joins when `forebear compare` exists.
 METHODS: dict[str, Callable[[], Method]] = {
     "baseline-cosine": CosineBaseline,
+    "modeldna": modeldna,
 }
