@@ -263,6 +263,59 @@ class ResolvedModel:
             array = (array - offset).astype(array.dtype, copy=False)
         return array
 
+    def shape(
+        self, role: Role, layer: int | None = None, expert: int | None = None
+    ) -> tuple[int, ...]:
+        """The role's canonical shape, from the header alone."""
+        if role is Role.LM_HEAD and self.tied_head and not self.has(role):
+            role = Role.EMBED_TOKENS
+        entry = self.entry(role, layer, expert)
+        return entry_shape(entry, self.reader.tensors()[entry.tensor].shape)
+
+    def read_row_set(
+        self, role: Role, layer: int | None = None, expert: int | None = None, *, rows: Array
+    ) -> Array:
+        """Rows ``rows`` (canonical orientation) of a 2-D role, in the order given.
+
+        Where the stored layout keeps canonical rows contiguous (not transposed, not
+        stacked, not cut across rows), only those rows' bytes are read, a run of
+        consecutive rows at a time; otherwise the whole tensor is read and indexed.
+        """
+        if role is Role.LM_HEAD and self.tied_head and not self.has(role):
+            role = Role.EMBED_TOKENS
+        entry = self.entry(role, layer, expert)
+        wanted = np.asarray(rows, dtype=np.int64)
+        cut = entry.cut
+        contiguous = cut is None or (cut.axis == 0 and cut.groups == 1)
+        if entry.transposed or entry.expert_index is not None or not contiguous:
+            return self.read(role, layer, expert)[wanted]
+        first = 0 if cut is None else cut.offset
+        order = np.argsort(wanted, kind="stable")
+        ordered = wanted[order]
+        pieces: list[Array] = []
+        start = 0
+        while start < len(ordered):
+            stop = start + 1
+            while stop < len(ordered) and ordered[stop] <= ordered[stop - 1] + 1:
+                stop += 1
+            low, high = int(ordered[start]), int(ordered[stop - 1]) + 1
+            block = self.reader.read_rows(entry.tensor, first + low, first + high)
+            pieces.append(block[ordered[start:stop] - low])
+            start = stop
+        if not pieces:
+            return self.read(role, layer, expert)[wanted]
+        found = np.concatenate(pieces, axis=0)
+        result = np.empty_like(found)
+        result[order] = found
+        return result
+
+    def norm_scale(self, role: Role, layer: int | None = None) -> Array:
+        """The scale a norm role multiplies by, as float64: the stored weight plus the
+        family's ``norm_scale_offset`` (Gemma stores ``scale - 1``)."""
+        if role not in NORM_SCALES:
+            raise ValueError(f"{role.role_name} is not a norm scale")
+        return self.read(role, layer).astype(np.float64) + self.definition.norm_scale_offset
+
 
 def _tied_head(
     definition: Definition, config: Mapping[str, Any] | None, has_head: bool, naming: str

@@ -68,6 +68,7 @@ _TOP_KEYS = {
     "tie_word_embeddings",
     "gguf_qk_permuted",
     "gguf_norm_offset",
+    "norm_scale_offset",
     "priority",
     "dims",
     "required",
@@ -147,6 +148,7 @@ class Definition:
     tie_word_embeddings: bool  # what a config that omits the key means
     gguf_qk_permuted: bool  # informational: llama.cpp reorders q/k rows for its rope
     gguf_norm_offset: float  # llama.cpp stores gemma norm scales as offset + weight; undone on read
+    norm_scale_offset: float  # the effective norm scale is offset + stored weight (gemma: 1)
     priority: int  # breaks ties between definitions with identical tensor names
     dims: Mapping[str, Mapping[str, tuple[DimSource, ...]]]  # naming -> field -> sources
     required: Requirements
@@ -364,9 +366,11 @@ def load_definition(path: Path) -> Definition:
     ctx.check_keys(dims, {"hf", "gguf"}, "dims.")
     section = raw.get("hf_config_section")
     offset = raw.get("gguf_norm_offset", 0.0)
+    scale_offset = raw.get("norm_scale_offset", 0.0)
     priority = raw.get("priority", 0)
-    if not isinstance(offset, int | float) or isinstance(offset, bool):
-        raise ctx.error("gguf_norm_offset", "must be a number")
+    for key, value in (("gguf_norm_offset", offset), ("norm_scale_offset", scale_offset)):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ctx.error(key, "must be a number")
     if not isinstance(priority, int) or isinstance(priority, bool):
         raise ctx.error("priority", "must be an integer")
     return Definition(
@@ -381,6 +385,7 @@ def load_definition(path: Path) -> Definition:
         tie_word_embeddings=ctx.flag(raw.get("tie_word_embeddings", False), "tie_word_embeddings"),
         gguf_qk_permuted=ctx.flag(raw.get("gguf_qk_permuted", False), "gguf_qk_permuted"),
         gguf_norm_offset=float(offset),
+        norm_scale_offset=float(scale_offset),
         priority=priority,
         dims={
             naming: _dim_sources(dims.get(naming, {}), ctx, f"dims.{naming}")
