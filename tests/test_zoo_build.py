@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -47,23 +46,6 @@ from forebear.zoo.transforms.reparam import resolve_state  # noqa: E402
 torch.set_num_threads(1)
 
 MINI = profile_specs("mini")
-
-
-@pytest.fixture(scope="session")
-def zoo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache folder for every xdist worker of this run."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    return root / "zoo-cache"
-
-
-@pytest.fixture(scope="session")
-def mini(tmp_path_factory: pytest.TempPathFactory, zoo_cache: Path) -> ZooBuild:
-    out = tmp_path_factory.mktemp("zoo-mini")
-    zoo_cache.mkdir(parents=True, exist_ok=True)
-    with filelock.FileLock(str(zoo_cache / "build.lock")):
-        return run_build(MINI, out, profile="mini", cache=zoo_cache)
 
 
 def weights(build: ZooBuild, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

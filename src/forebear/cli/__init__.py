@@ -13,6 +13,7 @@ import typer
 
 from forebear import __version__
 from forebear.cli.bench import bench_command
+from forebear.cli.compare import compare_command
 from forebear.cli.demo import demo_command
 from forebear.cli.inspect import inspect_command
 from forebear.cli.output import Output
@@ -32,6 +33,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("inspect")(inspect_command)
+app.command("compare")(compare_command)
 app.command("demo")(demo_command)
 app.command("bench")(bench_command)
 app.add_typer(zoo_app, name="zoo")

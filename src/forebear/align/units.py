@@ -1,0 +1,88 @@
+"""Hidden units of an MLP as vectors in a common residual basis, and their cosines.
+
+A unit ``u`` of a (gated) MLP reads the residual stream through row ``u`` of
+``gate`` and ``up`` and writes it through column ``u`` of ``down``. The norm
+before the MLP multiplies the stream by its scale ``g``, which a
+re-parameterisation may fold into the reading rows, so rows are compared with
+``g`` folded in (``row · diag(g)``) on both sides. A's rows are then mapped into
+B's basis by the residual map (``ResidualAlignment.rotation``).
+
+``strip_shared`` removes, from a set of unit vectors, their mean and their top
+``k`` principal directions. Independently trained models of one architecture
+and data learn similar features in a few leading directions (convergent
+learning); what survives there is the initialisation's high-dimensional
+residue, which only a derived model shares. The approximate test compares
+units in that bulk.
+
+This module owns unit geometry; it decides nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from forebear.formats.base import Array
+
+__all__ = ["MlpView", "normalise_rows", "strip_shared", "unit_cosines"]
+
+
+@dataclass(frozen=True)
+class MlpView:
+    """One MLP (a dense MLP, or one expert) with rows in a common residual basis.
+
+    ``gate`` and ``up``: (units, hidden); ``down``: (units, hidden), i.e. the
+    columns of the stored down projection as rows; ``gate`` is None for an
+    ungated MLP. ``label`` names it in the ledger ("mlp", "expert 3", ...).
+    """
+
+    label: str
+    gate: Array | None
+    up: Array
+    down: Array | None
+    parameters: int  # parameters of this MLP in its model
+
+    @property
+    def units(self) -> int:
+        return int(self.up.shape[0])
+
+    def take(self, units: Array) -> MlpView:
+        pick = np.asarray(units, dtype=np.int64)
+        return MlpView(
+            self.label,
+            None if self.gate is None else self.gate[pick],
+            self.up[pick],
+            None if self.down is None else self.down[pick],
+            self.parameters,
+        )
+
+
+def normalise_rows(matrix: Array) -> Array:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    normalised: Array = matrix / np.maximum(norms, 1e-30)
+    return normalised
+
+
+def strip_shared(matrix: Array, k: int, keep: Array | None = None, fit_rows: int = 2048) -> Array:
+    """Rows ``keep`` (default all) minus the mean and the top ``k`` principal directions.
+
+    Mean and directions are estimated from at most ``fit_rows`` rows spread evenly
+    over the matrix, so the cost stays bounded for wide MLPs.
+    """
+    rows = matrix.shape[0]
+    fit = matrix if rows <= fit_rows else matrix[np.linspace(0, rows - 1, fit_rows).astype(int)]
+    mean = fit.mean(axis=0, keepdims=True)
+    kept: Array = (matrix if keep is None else matrix[keep]) - mean
+    if k <= 0 or min(fit.shape) <= k:
+        return kept
+    _, _, right = np.linalg.svd(fit - mean, full_matrices=False)
+    top = right[:k]
+    stripped: Array = kept - (kept @ top.T) @ top
+    return stripped
+
+
+def unit_cosines(rows_b: Array, rows_a: Array) -> Array:
+    """Cosine of every row of B (rows of the result) with every row of A (columns)."""
+    cosines: Array = normalise_rows(rows_b) @ normalise_rows(rows_a).T
+    return cosines

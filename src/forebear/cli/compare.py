@@ -1,0 +1,107 @@
+"""``forebear compare A B``: is B derived from A? Verdict, p-value, layer map and ledger.
+
+Exit codes say the verdict, so scripts need not parse: 0 independent, 3
+derived (any derived class, identical and re-packaged copies included), 4
+inconclusive, 1 error (the error's own line on stderr).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from forebear.cli.output import Format, Output
+from forebear.compare import compare
+from forebear.errors import ForebearError
+
+EXIT_INDEPENDENT, EXIT_ERROR, EXIT_DERIVED, EXIT_INCONCLUSIVE = 0, 1, 3, 4
+
+
+def _progress(message: str) -> None:
+    typer.echo(f"compare: {message}", err=True)
+
+
+def compare_command(
+    a: Annotated[Path, typer.Argument(help="The suspected parent: model folder or weights file.")],
+    b: Annotated[Path, typer.Argument(help="The model under question.")],
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
+    fast: Annotated[
+        bool,
+        typer.Option("--fast", help="Read a sample of rows; same-position test only."),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> None:
+    """Is B derived from A? A p-value against independent initialisation, with evidence."""
+    try:
+        result = compare(a, b, fast=fast, progress=None if quiet else _progress)
+    except ForebearError as error:
+        Output.error(str(error))
+        raise typer.Exit(EXIT_ERROR) from None
+    Output(fmt).emit(result.to_json(), render_comparison)
+    if result.derived:
+        raise typer.Exit(EXIT_DERIVED)
+    raise typer.Exit(EXIT_INCONCLUSIVE if result.verdict == "inconclusive" else EXIT_INDEPENDENT)
+
+
+def _p_text(log10_p: float) -> str:
+    if log10_p > -4:
+        return f"p = {10**log10_p:.3g}"
+    return f"p < 1e{int(log10_p)}  (log10 p = {log10_p:.1f})"
+
+
+def _fraction(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}g}"
+
+
+def render_comparison(console: Console, data: dict[str, Any]) -> None:
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("A", f"{data['a']} ({data['families'][0]})")
+    head.add_row("B", f"{data['b']} ({data['families'][1]})")
+    head.add_row("verdict", f"[bold]{data['verdict']}[/bold]")
+    head.add_row("evidence", _p_text(data["log10_p"]))
+    head.add_row("null", data["null"])
+    residual = data["residual"]
+    if residual["shared_tokens"] is not None:
+        head.add_row(
+            "residual map",
+            f"Procrustes on {residual['rows_used']} of {residual['shared_tokens']} shared "
+            f"tokens ({residual['source']}), fit {residual['fit']:.3f}",
+        )
+    head.add_row("read", f"{data['bytes_read'] / 2**20:.1f} MiB in {data['seconds']:.2f} s"
+                 + (" (--fast)" if data["fast"] else ""))  # fmt: skip
+    console.print(head)
+    console.print()
+    for reason in data["reasons"]:
+        console.print(f"  • {reason}")
+    ledger = data["ledger"]
+    if ledger is not None and data["layer_map"]:
+        console.print()
+        table = Table(title="layer map and ledger", title_justify="left", show_edge=False)
+        for column in ("B layer", "from A layer", "log10 p", "MLP change", "parameters"):
+            table.add_column(column, justify="right")
+        for layer in ledger["layers"]:
+            table.add_row(
+                str(layer["b_layer"]),
+                "new" if layer["a_layer"] is None else str(layer["a_layer"]),
+                "–" if layer["log10_p"] is None else f"{layer['log10_p']:.1f}",
+                _fraction(layer["mlp_delta"]),
+                f"{layer['parameters']:,}",
+            )
+        console.print(table)
+        console.print(
+            f"inherited: {ledger['inherited_fraction']:.1%} of B's parameters; "
+            f"new layers: {list(ledger['new_layers']) or 'none'}; dropped A layers: "
+            f"{list(ledger['dropped_layers']) or 'none'}; repeated: "
+            f"{list(ledger['repeated_layers']) or 'none'}; new tokens: "
+            f"{'unknown' if ledger['new_tokens'] is None else ledger['new_tokens']}"
+        )
+    console.print()
+    console.print("[dim]What weights cannot show:[/dim]")
+    for line in data["cannot_see"]:
+        console.print(f"[dim]  • {line}[/dim]")

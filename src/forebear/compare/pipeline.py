@@ -1,0 +1,261 @@
+"""``compare(a, b)``: is B derived from A? The pairwise pipeline, layer by layer.
+
+1. Residual map from A's stream to B's through the embeddings of shared token
+   strings (``forebear.align.residual``); A's rows are read into B's basis.
+2. Per layer pair, every MLP of B (dense, experts) against every MLP of A:
+   the same-position test (exact null) and the matched-unit test (approximate
+   null) of ``evidence``. Layer pairs: the diagonal first when depths agree;
+   every pair when they differ or a diagonal layer shows no evidence. Only
+   one layer of A is held at a time; B's layers are held as samples of units.
+3. Combined tests, each valid on its own: Fisher over the diagonal's exact
+   p-values (per-layer unit permutations are independent under H0),
+   Bonferroni over the diagonal's matched p-values, and Bonferroni over every
+   cell for each kind when the full matrix ran. The reported p-value is the
+   Bonferroni minimum of these four (a test not run counts as p = 1), and its
+   ``null`` names the test that gave it.
+4. Layer map by monotone alignment of the cells' evidence, the ledger and the
+   verdict (``verdict``).
+
+``--fast`` reads a deterministic sample of embedding rows and of gate/up rows
+(positions a function of shape only, so two models of one shape line up) and
+runs the same-position test alone: a re-parameterised model needs the full test.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from forebear.align.layers import align_layers
+from forebear.align.residual import ResidualAlignment, align_residual
+from forebear.architectures import Role
+from forebear.compare.evidence import MlpEvidence, Prepared, mlp_evidence, prepare, sample_units
+from forebear.compare.ledger import build_ledger
+from forebear.compare.result import REPORTING_LOG10_P, Comparison, LayerEvidence
+from forebear.compare.verdict import decide
+from forebear.compare.views import ReadCounter, layer_views, sampled_layer_views
+from forebear.model import Model, open_model
+from forebear.stats import bonferroni, fisher
+
+__all__ = ["Settings", "compare"]
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    fast: bool = False
+    max_units: int = 512  # B units sampled per MLP (full test)
+    fast_units: int = 64  # gate/up rows read per MLP (fast)
+    embedding_rows: int = 8192  # shared-token embedding rows read (full)
+    fast_embedding_rows: int = 2048
+
+    @property
+    def units(self) -> int:
+        return self.fast_units if self.fast else self.max_units
+
+
+def compare(
+    a: str | os.PathLike[str] | Model,
+    b: str | os.PathLike[str] | Model,
+    *,
+    fast: bool = False,
+    settings: Settings | None = None,
+    progress: Progress | None = None,
+) -> Comparison:
+    """Compare two models (paths or opened ``Model``s); see the module docstring."""
+    chosen = settings or Settings(fast=fast)
+    say = progress or (lambda message: None)
+    started = time.perf_counter()
+    opened: list[Model] = []
+    try:
+        models = []
+        for given in (a, b):
+            if isinstance(given, Model):
+                models.append(given)
+            else:
+                opened.append(open_model(given))
+                models.append(opened[-1])
+        return _compare(models[0], models[1], chosen, say, started)
+    finally:
+        for model in opened:
+            model.close()
+
+
+def _rotation(
+    model_a: Model, model_b: Model, settings: Settings, counter: ReadCounter
+) -> tuple[np.ndarray | None, ResidualAlignment | None, str]:
+    ra, rb = model_a.resolved, model_b.resolved
+    limit = settings.fast_embedding_rows if settings.fast else settings.embedding_rows
+    residual = align_residual(ra, rb, model_a.vocabulary, model_b.vocabulary, limit)
+    if residual is not None:
+        for name, resolved in (("a", ra), ("b", rb)):
+            counter.add(name, resolved, Role.EMBED_TOKENS, None, rows=residual.rows_read)
+        return residual.rotation.astype(np.float32), residual, residual.source
+    if ra.dims.hidden and ra.dims.hidden == rb.dims.hidden:
+        return np.eye(ra.dims.hidden, dtype=np.float32), None, "identity (too few shared tokens)"
+    return None, None, "none"
+
+
+class _Layers:
+    """Prepared MLPs per layer: B's sampled (kept), A's whole (one layer at a time)."""
+
+    def __init__(self, model_a: Model, model_b: Model, rotation: np.ndarray,
+                 settings: Settings, counter: ReadCounter) -> None:  # fmt: skip
+        self.ra, self.rb = model_a.resolved, model_b.resolved
+        self.rotation, self.settings, self.counter = rotation, settings, counter
+        self._b: dict[int, list[Prepared]] = {}
+
+    def b(self, layer: int) -> list[Prepared]:
+        if layer not in self._b:
+            self._b[layer] = self._prepare(self.rb, "b", layer, None)
+        return self._b[layer]
+
+    def a(self, layer: int) -> list[Prepared]:
+        return self._prepare(self.ra, "a", layer, self.rotation)
+
+    def _prepare(self, resolved, name: str, layer: int, rotation) -> list[Prepared]:  # type: ignore[no-untyped-def]
+        units = self.settings.units
+        if self.settings.fast:
+            return sampled_layer_views(resolved, name, layer, rotation, self.counter, units)
+        views = layer_views(resolved, name, layer, rotation, self.counter)
+        keep = (lambda v: None) if name == "a" else (lambda v: sample_units(v.units, units))
+        return [prepare(v, keep(v), bulk=True) for v in views]
+
+
+def _cell(a_layer: int, b_layer: int, a: Sequence[Prepared], b: Sequence[Prepared],
+          matched: bool) -> LayerEvidence | None:  # fmt: skip
+    found: list[MlpEvidence] = [mlp_evidence(pa, pb, matched) for pb in b for pa in a]
+    if not found:
+        return None
+    pairs = math.log10(len(found))
+
+    def adjusted(values: list[float]) -> float | None:
+        return min(0.0, min(values) + pairs) if values else None
+
+    exact = [e.same_position.log10_p for e in found if e.same_position is not None]
+    approx = [e.matched.log10_p for e in found if e.matched is not None]
+    best = min(found, key=lambda e: e.log10_p)
+    kept = best.matching if best.same_position is None else None  # widths differ
+    return LayerEvidence(
+        a_layer=a_layer,
+        b_layer=b_layer,
+        module_a=best.label_a,
+        module_b=best.label_b,
+        log10_p_same_position=adjusted(exact),
+        log10_p_matched=adjusted(approx),
+        z_same_position=None if best.same_position is None else best.same_position.z,
+        z_matched=None if best.matched is None else best.matched.z,
+        match_quality=best.match_quality,
+        relative_delta=best.relative_delta,
+        units_sampled=len(best.sampled),
+        modules_b=len(b),
+        modules_b_significant=sum(
+            1
+            for pb in b
+            if min((e.log10_p for e in found if e.label_b == pb.label), default=0.0) + pairs
+            <= REPORTING_LOG10_P
+        ),
+        units_from_a=None if kept is None else tuple(int(u) for u in kept),
+        units_b_sampled=tuple(int(u) for u in best.sampled) if kept is not None else None,
+    )
+
+
+def _combined(cells: Sequence[LayerEvidence], diagonal: bool) -> dict[str, float]:
+    exact = [c.log10_p_same_position for c in cells if c.log10_p_same_position is not None]
+    approx = [c.log10_p_matched for c in cells if c.log10_p_matched is not None]
+    if diagonal:
+        return {"same-position, Fisher over layers": fisher(exact),
+                "matched units, Bonferroni over layers": bonferroni(approx)}  # fmt: skip
+    return {"same-position, Bonferroni over layer pairs": bonferroni(exact),
+            "matched units, Bonferroni over layer pairs": bonferroni(approx)}  # fmt: skip
+
+
+_NULLS = {
+    "same-position": "exact: unit exchangeability under independent initialisation "
+    "(Chatterjee's bound for permutation sums)",
+    "matched units": "approximate: held-out bulk similarity of matched units vs re-pairings "
+    "(normal approximation; calibration measured by forebear bench)",
+}
+
+
+def _compare(model_a: Model, model_b: Model, settings: Settings, say: Progress,
+             started: float) -> Comparison:  # fmt: skip
+    counter = ReadCounter()
+    rotation, residual, source = _rotation(model_a, model_b, settings, counter)
+    ra, rb = model_a.resolved, model_b.resolved
+    layers_a, layers_b = list(ra.layers), list(rb.layers)
+    cells: dict[tuple[int, int], LayerEvidence] = {}
+    tests: dict[str, float] = {}
+    if rotation is not None and layers_a and layers_b:
+        store = _Layers(model_a, model_b, rotation, settings, counter)
+        matched = not settings.fast
+        full = len(layers_a) != len(layers_b)
+        if not full:
+            for layer in layers_a:
+                say(f"layer {layer + 1}/{len(layers_a)}")
+                cell = _cell(layer, layer, store.a(layer), store.b(layer), matched)
+                if cell is not None:
+                    cells[(layer, layer)] = cell
+            diagonal = list(cells.values())
+            tests |= _combined(diagonal, diagonal=True)
+            threshold = REPORTING_LOG10_P - math.log10(max(len(layers_a), 1))
+            full = len(diagonal) < len(layers_a) or any(c.log10_p > threshold for c in diagonal)
+        if full and not settings.fast:
+            for i in layers_a:
+                say(f"layer pairs: A layer {i + 1}/{len(layers_a)}")
+                prepared_a = store.a(i)
+                for j in layers_b:
+                    if (i, j) not in cells:
+                        cell = _cell(i, j, prepared_a, store.b(j), matched)
+                        if cell is not None:
+                            cells[(i, j)] = cell
+            tests |= _combined(list(cells.values()), diagonal=False)
+    log10_p = bonferroni([*tests.values(), *([0.0] * (4 - len(tests)))]) if tests else 0.0
+    best_test = min(tests, key=lambda name: tests[name]) if tests else None
+    null = "no test ran"
+    if best_test is not None:
+        null = _NULLS["same-position" if best_test.startswith("same") else "matched units"]
+    evidence_matrix = np.full((len(layers_b), len(layers_a)), np.nan)
+    for (i, j), cell in cells.items():
+        evidence_matrix[j, i] = -cell.log10_p
+    threshold = -REPORTING_LOG10_P + math.log10(max(len(cells), 1))
+    layer_map = align_layers(evidence_matrix, threshold) if cells else None
+    ledger = build_ledger(model_a, model_b, residual, cells, layer_map)
+    verdict, reasons = decide(model_a, model_b, log10_p, residual, source, cells, layer_map,
+                              ledger)  # fmt: skip
+    return Comparison(
+        a=model_a.name,
+        b=model_b.name,
+        verdict=verdict,
+        log10_p=log10_p,
+        null=null,
+        reasons=tuple(reasons),
+        cannot_see=(
+            "distillation: a model trained on A's outputs shares no weights with A; "
+            "an 'independent' verdict does not rule it out (use the behaviour tier)",
+            "training data: two models trained from different seeds on the same data "
+            "are independent here, as they should be",
+        ),
+        families=(ra.family, rb.family),
+        residual={
+            "source": source,
+            "shared_tokens": None if residual is None else residual.tokens,
+            "rows_used": None if residual is None else residual.rows_read,
+            "fit": None if residual is None else residual.fit,
+            "identity_like": None if residual is None else residual.identity_like,
+        },
+        evidence=tuple(sorted(cells.values(), key=lambda c: (c.b_layer, c.a_layer))),
+        layer_map=() if layer_map is None else layer_map.sources,
+        ledger=ledger,
+        tests=tests,
+        bytes_read=counter.total,
+        seconds=time.perf_counter() - started,
+        fast=settings.fast,
+        settings={"max_units": settings.units, "fast": settings.fast},
+    )

@@ -1,0 +1,125 @@
+"""From a p-value, the ledger and the structure of both models to one verdict class and its reasons.
+
+The p-value decides *whether* B is derived (``REPORTING_LOG10_P``); the
+ledger and the structures decide *how*, in this order: identical weights;
+a re-packaged copy (another dtype or quantisation, weights within rounding);
+structurally modified (depth, MLP width, residual width, experts or the
+vocabulary changed); light fine-tune or heavy continued training by how far
+the inherited MLPs moved. Thresholds on that change are descriptive and come
+from the zoo (see docs/methods.md); they never turn an "independent" into a
+"derived". This module owns the wording; it computes no statistic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from forebear.align.layers import LayerMap
+from forebear.align.residual import ResidualAlignment
+from forebear.compare.result import (
+    INCONCLUSIVE_LOG10_P,
+    REPORTING_LOG10_P,
+    LayerEvidence,
+    Ledger,
+    Verdict,
+)
+from forebear.model import Model
+
+__all__ = ["decide"]
+
+IDENTICAL_DELTA = 1e-6
+COPY_DELTA = 0.06  # ‖B − A‖ / ‖B‖ of a Q4-or-better quantisation or a dtype recast
+LIGHT_DELTA = 0.35
+_NEW_TOKEN_SHARE = 0.01
+
+
+def _dtypes(model: Model) -> frozenset[str]:
+    infos = model.reader.tensors()
+    return frozenset(str(infos[e.tensor].dtype) for e in model.resolved.entries)
+
+
+def _structure(model_a: Model, model_b: Model, ledger: Ledger | None) -> list[str]:
+    ra, rb = model_a.resolved, model_b.resolved
+    changes = []
+    if len(ra.layers) != len(rb.layers):
+        changes.append(f"depth {len(ra.layers)} → {len(rb.layers)} layers")
+    if ra.dims.hidden != rb.dims.hidden:
+        changes.append(f"residual width {ra.dims.hidden} → {rb.dims.hidden}")
+    if ledger is not None:
+        if ledger.units_a and ledger.units_b and set(ledger.units_a) != set(ledger.units_b):
+            changes.append(f"MLP width {max(ledger.units_a)} → {max(ledger.units_b)}")
+        if (ra.dims.experts or 0) != ledger.experts_b:
+            changes.append(f"experts {ra.dims.experts or 0} → {ledger.experts_b}")
+        if (
+            ledger.new_tokens
+            and rb.dims.vocab
+            and ledger.new_tokens > _NEW_TOKEN_SHARE * rb.dims.vocab
+        ):
+            changes.append(f"vocabulary: {ledger.new_tokens} of B's tokens are not A's")
+    return changes
+
+
+def _reparameterised(
+    residual: ResidualAlignment | None, cells: Mapping[tuple[int, int], LayerEvidence]
+) -> list[str]:
+    found = []
+    if residual is not None and not residual.identity_like:
+        found.append("residual stream permuted or rotated relative to A (solved by Procrustes)")
+    units_hidden = [
+        c for c in cells.values()
+        if c.a_layer == c.b_layer and c.log10_p <= REPORTING_LOG10_P
+        and (c.log10_p_same_position is None or c.log10_p_same_position > REPORTING_LOG10_P)
+    ]  # fmt: skip
+    if units_hidden:
+        found.append(
+            f"hidden units permuted in {len(units_hidden)} layer(s): only the matched-unit test "
+            "sees them"
+        )
+    return found
+
+
+def decide(
+    model_a: Model,
+    model_b: Model,
+    log10_p: float,
+    residual: ResidualAlignment | None,
+    source: str,
+    cells: Mapping[tuple[int, int], LayerEvidence],
+    layer_map: LayerMap | None,
+    ledger: Ledger | None,
+) -> tuple[Verdict, list[str]]:
+    reasons: list[str] = []
+    if not cells:
+        why = "no layer of B could be compared with a layer of A"
+        if source == "none":
+            why = "too few shared tokens to map A's residual stream onto B's, and widths differ"
+        return "inconclusive", [why]
+    if log10_p > INCONCLUSIVE_LOG10_P:
+        return "independent", [f"no evidence of shared initialisation (p = {10**log10_p:.2g})"]
+    if log10_p > REPORTING_LOG10_P:
+        return "inconclusive", [
+            f"weak evidence (log10 p = {log10_p:.1f}), above the reporting threshold "
+            f"{REPORTING_LOG10_P:g}"
+        ]
+    reasons.append(f"shared initialisation: log10 p = {log10_p:.1f}")
+    structure = _structure(model_a, model_b, ledger)
+    reparameterised = _reparameterised(residual, cells)
+    reasons += reparameterised
+    change = None if ledger is None else ledger.changed
+    if ledger is not None:
+        reasons.append(f"{ledger.inherited_fraction:.0%} of B's parameters inherited")
+    if structure:
+        return "derived: structurally modified", reasons + structure
+    if change is None:
+        return "derived: structurally modified", [*reasons, "no inherited MLP to measure change"]
+    reasons.append(f"inherited MLPs changed by {change:.3g} (relative)")
+    if change < IDENTICAL_DELTA and reparameterised:
+        return "repackaged copy", [*reasons, "a function-preserving re-parameterisation of A"]
+    if change < IDENTICAL_DELTA and _dtypes(model_a) == _dtypes(model_b):
+        return "identical", reasons
+    if change < COPY_DELTA and _dtypes(model_a) != _dtypes(model_b):
+        stored = ", ".join(sorted(_dtypes(model_b)))
+        return "repackaged copy", [*reasons, f"stored differently ({stored})"]
+    if change <= LIGHT_DELTA:
+        return "derived: light fine-tune", reasons
+    return "derived: heavy continued training", reasons

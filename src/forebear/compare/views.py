@@ -1,0 +1,148 @@
+"""The MLPs of one layer as ``MlpView``s: dense, routed experts, shared experts.
+
+Rows are read by role, the norm scale before the MLP is folded into the
+reading rows, and, for model A, every row is mapped into B's residual basis
+(``x @ rotation``). Dense MLP and experts alike become views, so an upcycled
+MoE's experts are compared with the dense MLP they were copied from.
+
+``ReadCounter`` adds up the stored bytes behind every read, which the
+comparison reports. This module owns reading; it tests nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from forebear.align.units import MlpView
+from forebear.architectures import Role
+from forebear.architectures.resolve import ResolvedModel
+from forebear.compare.evidence import Prepared, sample_units
+from forebear.formats.base import Array
+
+__all__ = ["ReadCounter", "layer_views", "sampled_layer_views"]
+
+
+@dataclass
+class ReadCounter:
+    """Stored bytes read, per model (by the share of each tensor a read touches)."""
+
+    bytes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, model: str, resolved: ResolvedModel, role: Role, layer: int | None,
+            expert: int | None = None, rows: int | None = None) -> None:  # fmt: skip
+        entry = resolved.entry(role, layer, expert)
+        info = resolved.reader.tensors()[entry.tensor]
+        stored_rows = info.shape[0] if info.shape else 1
+        if entry.expert_index is not None:
+            size = info.nbytes // max(stored_rows, 1)
+        elif rows is not None and not entry.transposed:
+            size = info.nbytes * rows // max(stored_rows, 1)
+        else:
+            size = info.nbytes
+        self.bytes[model] = self.bytes.get(model, 0) + size
+
+    @property
+    def total(self) -> int:
+        return sum(self.bytes.values())
+
+
+_DENSE = (Role.MLP_GATE, Role.MLP_UP, Role.MLP_DOWN)
+_EXPERT = (Role.MOE_EXPERT_GATE, Role.MOE_EXPERT_UP, Role.MOE_EXPERT_DOWN)
+_SHARED = (Role.MOE_SHARED_GATE, Role.MOE_SHARED_UP, Role.MOE_SHARED_DOWN)
+
+
+def _norm_scale(resolved: ResolvedModel, layer: int) -> Array | None:
+    if resolved.has(Role.FFN_NORM, layer):
+        return resolved.norm_scale(Role.FFN_NORM, layer).astype(np.float32)
+    return None
+
+
+def _view(
+    resolved: ResolvedModel,
+    model: str,
+    label: str,
+    roles: tuple[Role, Role, Role],
+    layer: int,
+    expert: int | None,
+    scale: Array | None,
+    rotation: Array | None,
+    counter: ReadCounter,
+) -> MlpView | None:
+    gate_role, up_role, down_role = roles
+    if not (resolved.has(up_role, layer, expert) and resolved.has(down_role, layer, expert)):
+        return None
+
+    def read(role: Role) -> Array:
+        counter.add(model, resolved, role, layer, expert)
+        return resolved.read(role, layer, expert).astype(np.float32)
+
+    def reading(matrix: Array) -> Array:
+        folded = matrix if scale is None else matrix * scale[None, :]
+        return folded if rotation is None else folded @ rotation
+
+    gate = reading(read(gate_role)) if resolved.has(gate_role, layer, expert) else None
+    up = reading(read(up_role))
+    down = read(down_role).T
+    if rotation is not None:
+        down = down @ rotation
+    up = np.asarray(up, dtype=np.float32)
+    down = np.asarray(down, dtype=np.float32)
+    gate = None if gate is None else np.asarray(gate, dtype=np.float32)
+    parameters = up.size * (3 if gate is not None else 2)
+    return MlpView(label, gate, up, down, parameters)
+
+
+def layer_views(
+    resolved: ResolvedModel,
+    model: str,
+    layer: int,
+    rotation: Array | None,
+    counter: ReadCounter,
+) -> list[MlpView]:
+    """Every MLP of ``layer``; ``rotation`` maps this model's rows into the other's basis."""
+    scale = _norm_scale(resolved, layer)
+    found: list[MlpView] = []
+    dense = _view(resolved, model, "mlp", _DENSE, layer, None, scale, rotation, counter)
+    if dense is not None:
+        found.append(dense)
+    for expert in range(resolved.dims.experts or 0):
+        view = _view(
+            resolved, model, f"expert {expert}", _EXPERT, layer, expert, scale, rotation, counter
+        )
+        if view is not None:
+            found.append(view)
+    shared = _view(resolved, model, "shared expert", _SHARED, layer, None, scale, rotation, counter)
+    if shared is not None:
+        found.append(shared)
+    return found
+
+
+def sampled_layer_views(
+    resolved: ResolvedModel,
+    model: str,
+    layer: int,
+    rotation: Array | None,
+    counter: ReadCounter,
+    units: int,
+) -> list[Prepared]:
+    """The dense MLP's gate and up rows at ``units`` positions spread over its width (the
+    same positions for any model of that width), folded and mapped; no down columns."""
+    gate_role, up_role, _ = _DENSE
+    if not resolved.has(up_role, layer):
+        return []
+    width = resolved.shape(up_role, layer)[0]
+    positions = sample_units(width, units)
+    scale = _norm_scale(resolved, layer)
+
+    def rows(role: Role) -> Array:
+        counter.add(model, resolved, role, layer, rows=len(positions))
+        matrix = resolved.read_row_set(role, layer, rows=positions).astype(np.float32)
+        folded = matrix if scale is None else matrix * scale[None, :]
+        return folded if rotation is None else np.asarray(folded @ rotation, dtype=np.float32)
+
+    gate = rows(gate_role) if resolved.has(gate_role, layer) else None
+    hidden = resolved.dims.hidden or 0
+    parameters = width * hidden * (3 if gate is not None else 2)
+    return [Prepared("mlp", width, positions, (gate, rows(up_role), None), None, parameters)]
