@@ -44,6 +44,7 @@ __all__ = [
     "METHODS",
     "CosineBaseline",
     "ExternalCommand",
+    "ForebearCompare",
     "Kind",
     "Method",
     "MethodResult",
@@ -377,8 +378,60 @@ def modeldna() -> ExternalCommand:
     )
 
 
-# Registry of methods the CLI can name; forebear's own joins when `forebear compare` exists.
+# ---------------------------------------------------------------- forebear's own
+
+
+@dataclass(frozen=True)
+class ForebearCompare:
+    """``forebear.compare``: score -log10 p; derived at p < 1e-6, its reporting threshold."""
+
+    fast: bool = False
+
+    @property
+    def name(self) -> str:
+        return "forebear-fast" if self.fast else "forebear"
+
+    @property
+    def kind(self) -> Kind:
+        return "p_value"
+
+    @property
+    def threshold(self) -> float:
+        from forebear.compare import REPORTING_LOG10_P
+
+        return -REPORTING_LOG10_P
+
+    @property
+    def description(self) -> str:
+        if self.fast:
+            return "forebear compare --fast: same-position unit test on sampled rows"
+        return "forebear compare: same-position (exact) and matched-unit (approximate) tests"
+
+    def compare(self, path_a: Path, path_b: Path) -> MethodResult:
+        from forebear.compare import compare
+
+        start = time.perf_counter()
+        try:
+            found = compare(path_a, path_b, fast=self.fast)
+        except ForebearError as error:
+            return MethodResult(
+                None, None, "unavailable", time.perf_counter() - start, None, _short(str(error))
+            )
+        verdict: Verdict = (
+            "derived" if found.derived
+            else "inconclusive" if found.verdict == "inconclusive"
+            else "independent"
+        )  # fmt: skip
+        score = math.inf if found.log10_p == -math.inf else -found.log10_p
+        return MethodResult(
+            score, found.p_value, verdict, time.perf_counter() - start, found.bytes_read
+        )
+
+
+# Registry of methods the CLI can name.
 METHODS: dict[str, Callable[[], Method]] = {
+    "forebear": ForebearCompare,
+    "forebear-fast": lambda: ForebearCompare(fast=True),
     "baseline-cosine": CosineBaseline,
     "modeldna": modeldna,
 }
