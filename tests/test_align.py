@@ -58,9 +58,9 @@ def test_strip_shared_removes_the_leading_directions() -> None:
     shared = rng.normal(size=(3, 32))
     rows = rng.normal(size=(200, 3)) @ shared * 10 + rng.normal(size=(200, 32))
     stripped = strip_shared(rows, k=3)
-    assert np.abs(stripped.mean(axis=0)).max() < 1e-9
+    assert np.abs(stripped.mean(axis=0)).max() < 1e-4  # float32
     _, _, right = np.linalg.svd(rows - rows.mean(axis=0), full_matrices=False)
-    assert np.abs(stripped @ right[:3].T).max() < 1e-9
+    assert np.abs(stripped @ right[:3].T).max() < 1e-3
     kept = strip_shared(rows, k=3, keep=np.array([5, 7]), fit_rows=64)
     assert kept.shape == (2, 32)
 

@@ -64,22 +64,51 @@ def normalise_rows(matrix: Array) -> Array:
     return normalised
 
 
-def strip_shared(matrix: Array, k: int, keep: Array | None = None, fit_rows: int = 2048) -> Array:
-    """Rows ``keep`` (default all) minus the mean and the top ``k`` principal directions.
+def _top_directions(centred: Array, k: int) -> Array:
+    """The top ``k`` right singular vectors (k × columns): exact for small matrices, else a
+    randomised range finder with power iterations (Halko et al. 2011), seeded."""
+    if 4 * k >= min(centred.shape):
+        _, _, right = np.linalg.svd(centred, full_matrices=False)
+        top: Array = right[:k]
+        return top
+    rng = np.random.default_rng(0)
+    sketch = centred @ rng.standard_normal((centred.shape[1], k + 16)).astype(centred.dtype)
+    for _ in range(2):
+        sketch, _ = np.linalg.qr(sketch)
+        sketch = centred @ (centred.T @ sketch)
+    basis, _ = np.linalg.qr(sketch)
+    _, _, right = np.linalg.svd(basis.T @ centred, full_matrices=False)
+    top = right[:k]
+    return top
+
+
+def strip_shared(
+    matrix: Array,
+    k: int,
+    keep: Array | None = None,
+    fit_rows: int = 2048,
+    normalise: bool = False,
+    chunk: int = 4096,
+) -> Array:
+    """Rows ``keep`` (default all) minus the mean and the top ``k`` principal directions
+    (and scaled to unit length with ``normalise``), as float32.
 
     Mean and directions are estimated from at most ``fit_rows`` rows spread evenly
-    over the matrix, so the cost stays bounded for wide MLPs.
+    over the matrix, and rows are processed ``chunk`` at a time, so time and memory
+    stay bounded for wide MLPs.
     """
     rows = matrix.shape[0]
     fit = matrix if rows <= fit_rows else matrix[np.linspace(0, rows - 1, fit_rows).astype(int)]
     mean = fit.mean(axis=0, keepdims=True)
-    kept: Array = (matrix if keep is None else matrix[keep]) - mean
-    if k <= 0 or min(fit.shape) <= k:
-        return kept
-    _, _, right = np.linalg.svd(fit - mean, full_matrices=False)
-    top = right[:k]
-    stripped: Array = kept - (kept @ top.T) @ top
-    return stripped
+    top = None if k <= 0 or min(fit.shape) <= k else _top_directions(fit - mean, k)
+    index = np.arange(rows) if keep is None else np.asarray(keep)
+    out = np.empty((len(index), matrix.shape[1]), dtype=np.float32)
+    for start in range(0, len(index), chunk):
+        block = matrix[index[start : start + chunk]] - mean
+        if top is not None:
+            block = block - (block @ top.T) @ top
+        out[start : start + chunk] = normalise_rows(block) if normalise else block
+    return out
 
 
 def unit_cosines(rows_b: Array, rows_a: Array) -> Array:

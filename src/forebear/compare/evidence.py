@@ -17,7 +17,7 @@ that permutes units defeats this test (it loses power, never validity).
 matched to one A unit by a linear assignment on its reading rows (gate and up;
 up's sign is free, as (up, down) may be flipped together), then the matched
 pairs are scored on what the matching did not see: the down columns, with
-each model's mean and top ``k = hidden / 4`` principal directions removed
+each model's mean and top ``k = hidden / 4`` (at most 64) principal directions removed
 (``strip_shared``: the directions where independently trained models
 converge). Under H0 the matched pairs should look like random pairs on that
 held-out bulk; the p-value is the normal approximation, its calibration
@@ -64,17 +64,41 @@ def sample_units(count: int, limit: int) -> Array:
     return np.unique(np.linspace(0, count - 1, limit).round().astype(np.int64))
 
 
-def prepare(view: MlpView, keep: Array | None, bulk: bool) -> Prepared:
+# Directions stripped as shared: a quarter of the residual width, at most this many (the
+# zoo calibrates k = width / 4 at width 64; wide models keep the cost bounded).
+MAX_SHARED_DIRECTIONS = 64
+
+
+def shared_directions(hidden: int) -> int:
+    return max(1, min(hidden // 4, MAX_SHARED_DIRECTIONS))
+
+
+def _rotate(rows: Array | None, rotation: Array | None, renormalise: bool) -> Array | None:
+    if rows is None or rotation is None:
+        return rows
+    mapped = np.asarray(rows @ rotation, dtype=np.float32)
+    return normalise_rows(mapped).astype(np.float32) if renormalise else mapped
+
+
+def prepare(
+    view: MlpView, keep: Array | None, bulk: bool, rotation: Array | None = None
+) -> Prepared:
+    """The kept units' rows (all when ``keep`` is None); with ``bulk``, also their rows
+    stripped of this model's shared directions; then both mapped by ``rotation``."""
     kept = np.arange(view.units) if keep is None else np.asarray(keep, dtype=np.int64)
     pieces = (view.gate, view.up, view.down)
-    raw = tuple(None if m is None else np.asarray(m[kept], dtype=np.float32) for m in pieces)
     stripped = None
     if bulk:
-        k = max(1, view.up.shape[1] // 4)
+        k = shared_directions(view.up.shape[1])
         stripped = tuple(
-            None if m is None else normalise_rows(strip_shared(m, k, kept)).astype(np.float32)
+            _rotate(None if m is None else strip_shared(m, k, keep, normalise=True), rotation, True)
             for m in pieces
         )
+    # Every unit kept (model A): the rows as they are, no copy; a sample: its rows only.
+    raw = tuple(
+        None if m is None else _rotate(m if keep is None else m[kept], rotation, False)
+        for m in pieces
+    )
     return Prepared(view.label, view.units, kept, raw, stripped, view.parameters)  # type: ignore[arg-type]
 
 

@@ -1,7 +1,8 @@
 """``compare(a, b)``: is B derived from A? The pairwise pipeline, layer by layer.
 
 1. Residual map from A's stream to B's through the embeddings of shared token
-   strings (``forebear.align.residual``); A's rows are read into B's basis.
+   strings (``forebear.align.residual``); B's sampled rows are mapped back into
+   A's basis (a few hundred rows rotated, not the whole of A).
 2. Per layer pair, every MLP of B (dense, experts) against every MLP of A:
    the same-position test (exact null) and the matched-unit test (approximate
    null) of ``evidence``. Layer pairs: the diagonal first when depths agree;
@@ -112,20 +113,25 @@ class _Layers:
         self._b: dict[int, list[Prepared]] = {}
 
     def b(self, layer: int) -> list[Prepared]:
+        """B's sampled units, mapped into A's basis (only the sampled rows are rotated)."""
         if layer not in self._b:
-            self._b[layer] = self._prepare(self.rb, "b", layer, None)
+            units, back = self.settings.units, self.rotation.T
+            if self.settings.fast:
+                found = sampled_layer_views(self.rb, "b", layer, back, self.counter, units)
+            else:
+                views = layer_views(self.rb, "b", layer, None, self.counter)
+                found = [prepare(v, sample_units(v.units, units), True, back) for v in views]
+            self._b[layer] = found
         return self._b[layer]
 
     def a(self, layer: int) -> list[Prepared]:
-        return self._prepare(self.ra, "a", layer, self.rotation)
-
-    def _prepare(self, resolved, name: str, layer: int, rotation) -> list[Prepared]:  # type: ignore[no-untyped-def]
-        units = self.settings.units
+        """A's units in its own basis: all of them, or the fast sample."""
         if self.settings.fast:
-            return sampled_layer_views(resolved, name, layer, rotation, self.counter, units)
-        views = layer_views(resolved, name, layer, rotation, self.counter)
-        keep = (lambda v: None) if name == "a" else (lambda v: sample_units(v.units, units))
-        return [prepare(v, keep(v), bulk=True) for v in views]
+            units = self.settings.units
+            return sampled_layer_views(self.ra, "a", layer, None, self.counter, units)
+        return [
+            prepare(v, None, True) for v in layer_views(self.ra, "a", layer, None, self.counter)
+        ]
 
 
 def _cell(a_layer: int, b_layer: int, a: Sequence[Prepared], b: Sequence[Prepared],

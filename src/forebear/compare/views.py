@@ -76,7 +76,7 @@ def _view(
 
     def read(role: Role) -> Array:
         counter.add(model, resolved, role, layer, expert)
-        return resolved.read(role, layer, expert).astype(np.float32)
+        return resolved.read(role, layer, expert).astype(np.float32, copy=False)
 
     def reading(matrix: Array) -> Array:
         folded = matrix if scale is None else matrix * scale[None, :]
@@ -138,7 +138,7 @@ def sampled_layer_views(
 
     def rows(role: Role) -> Array:
         counter.add(model, resolved, role, layer, rows=len(positions))
-        matrix = resolved.read_row_set(role, layer, rows=positions).astype(np.float32)
+        matrix = resolved.read_row_set(role, layer, rows=positions).astype(np.float32, copy=False)
         folded = matrix if scale is None else matrix * scale[None, :]
         return folded if rotation is None else np.asarray(folded @ rotation, dtype=np.float32)
 
