@@ -108,8 +108,18 @@ def test_demo_command_inspects_every_model(
 ) -> None:
     code, out, err = run(["demo", str(tmp_path / "demo"), "--format", "json"], capsys)
     assert code == 0, err
-    families = [m["family"] for m in json.loads(out)["models"]]
+    data = json.loads(out)
+    families = [m["family"] for m in data["models"]]
     assert families.count("llama") >= 3 and "gpt2" in families
+    verdicts = {Path(c["b"]).name: c["verdict"] for c in data["comparisons"]}
+    assert verdicts == {
+        "llama-Q8_0.gguf": "repackaged copy",
+        "suspect-finetuned": "derived: light fine-tune",
+        "suspect-disguised": "derived: light fine-tune",
+        "suspect-independent": "independent",
+    }
+    disguised = next(c for c in data["comparisons"] if c["b"].endswith("suspect-disguised"))
+    assert any("permuted" in reason for reason in disguised["reasons"])
 
 
 # --- errors: one line, the file named, the way out, an exit code -------------------------

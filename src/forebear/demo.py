@@ -6,6 +6,11 @@ safetensors file, as sharded safetensors, as a Q8_0 GGUF (with llama.cpp's Q/K
 row permutation and its tokenizer metadata) and, when torch is installed, as a
 PyTorch ``.bin``; and a GPT-2 with Conv1D weights, a fused ``c_attn`` and a tied head.
 Nothing is downloaded.
+
+``build_demo_suspects`` writes models to compare with that llama: a fine-tune
+stand-in (its weights plus noise), a disguised copy (MLP units permuted and the
+residual stream rotated — the same function — then nudged) and an
+independently initialised llama of the same shape.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["build_demo_models"]
+__all__ = ["REFERENCE", "build_demo_models", "build_demo_suspects"]
+
+REFERENCE = "llama-safetensors"
 
 Array = npt.NDArray[np.float32]
 
@@ -254,3 +261,66 @@ def build_demo_models(root: str | Path, *, seed: int = 0) -> list[Path]:
         )
     )
     return paths
+
+
+def _disguised(weights: dict[str, Array], rng: np.random.Generator) -> dict[str, Array]:
+    """The same function: MLP units permuted per layer, residual stream rotated.
+
+    With unit norm gains, RMSNorm commutes with a rotation ``Q`` of the stream:
+    rows that read it become ``W Qᵀ``, matrices that write it ``Q W``, embedding
+    rows ``e Qᵀ``.
+    """
+    c = LLAMA
+    hidden = c["hidden_size"]
+    rotation, _ = np.linalg.qr(rng.standard_normal((hidden, hidden)))
+    reads = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")
+    out: dict[str, Array] = {}
+    for name, w in weights.items():
+        if w.ndim == 1:
+            out[name] = w.copy()
+        elif name.endswith(tuple(f"{r}.weight" for r in reads)) or name in (
+            "model.embed_tokens.weight",
+            "lm_head.weight",
+        ):
+            out[name] = (w @ rotation.T).astype(np.float32)
+        else:  # o_proj, down_proj write the stream
+            out[name] = (rotation @ w).astype(np.float32)
+    for i in range(c["num_hidden_layers"]):
+        p = f"model.layers.{i}.mlp."
+        order = rng.permutation(c["intermediate_size"])
+        out[p + "gate_proj.weight"] = out[p + "gate_proj.weight"][order]
+        out[p + "up_proj.weight"] = out[p + "up_proj.weight"][order]
+        out[p + "down_proj.weight"] = out[p + "down_proj.weight"][:, order]
+    return out
+
+
+def _nudged(weights: dict[str, Array], rng: np.random.Generator, scale: float) -> dict[str, Array]:
+    return {
+        name: w
+        if w.ndim == 1
+        else (w + rng.standard_normal(w.shape) * scale * w.std()).astype(np.float32)
+        for name, w in weights.items()
+    }
+
+
+def build_demo_suspects(root: str | Path, *, seed: int = 0) -> dict[str, Path]:
+    """Models to compare with ``root / REFERENCE`` (which ``build_demo_models`` wrote)."""
+    from safetensors.numpy import save
+
+    root = Path(root)
+    llama = _llama_weights(np.random.default_rng(seed))  # the reference's weights again
+    rng = np.random.default_rng(seed + 1)
+    tokenizer_file = {"tokenizer.json": json.dumps(_tokenizer_json(LLAMA["vocab_size"])).encode()}
+    suspects = {
+        "suspect-finetuned": _nudged(llama, rng, 0.2),
+        "suspect-disguised": _nudged(_disguised(llama, rng), rng, 0.05),
+        "suspect-independent": _llama_weights(rng),
+    }
+    return {
+        name: _write_folder(
+            root / name,
+            LLAMA,
+            {"model.safetensors": save(w, metadata={"format": "pt"})} | tokenizer_file,
+        )
+        for name, w in suspects.items()
+    }
