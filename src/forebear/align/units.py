@@ -25,7 +25,7 @@ import numpy as np
 
 from forebear.formats.base import Array
 
-__all__ = ["MlpView", "normalise_rows", "strip_shared", "unit_cosines"]
+__all__ = ["MlpView", "StrippedRows", "normalise_rows", "strip_shared", "unit_cosines"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,59 @@ def strip_shared(
             block = block - (block @ top.T) @ top
         out[start : start + chunk] = normalise_rows(block) if normalise else block
     return out
+
+
+@dataclass(frozen=True)
+class StrippedRows:
+    """``strip_shared(matrix, k, normalise=True)`` without materialising it.
+
+    Cosines with query vectors are ``(q P) · (row − mean) / ‖(row − mean) P‖`` for
+    the projection ``P`` off the top directions, computed from the raw rows; a wide
+    MLP's stripped copy (as large as the MLP itself) never exists.
+    """
+
+    matrix: Array  # (rows, width): the raw rows, not copied
+    mean: Array  # (1, width)
+    top: Array | None  # (k, width) orthonormal, or None when nothing is stripped
+    norms: Array  # (rows,): length of each stripped row
+
+    @classmethod
+    def of(cls, matrix: Array, k: int, fit_rows: int = 2048, chunk: int = 4096) -> StrippedRows:
+        rows = matrix.shape[0]
+        pick = np.linspace(0, rows - 1, fit_rows).astype(int) if rows > fit_rows else None
+        fit = matrix if pick is None else matrix[pick]
+        mean = fit.mean(axis=0, keepdims=True).astype(np.float32)
+        top = None if k <= 0 or min(fit.shape) <= k else _top_directions(fit - mean, k)
+        top = None if top is None else top.astype(np.float32)
+        norms = np.empty(rows, dtype=np.float64)
+        for start in range(0, rows, chunk):
+            block = matrix[start : start + chunk] - mean
+            squared = np.einsum("ij,ij->i", block, block, dtype=np.float64)
+            if top is not None:
+                inside = block @ top.T
+                squared -= np.einsum("ij,ij->i", inside, inside, dtype=np.float64)
+            norms[start : start + chunk] = np.sqrt(np.maximum(squared, 1e-30))
+        return cls(matrix, mean, top, norms.astype(np.float32))
+
+    def _project(self, queries: Array) -> Array:
+        if self.top is None:
+            return queries
+        projected: Array = queries - (queries @ self.top.T) @ self.top
+        return projected
+
+    def cosines(self, queries: Array) -> Array:
+        """(queries, rows): cosine of each unit-length query with each stripped row."""
+        projected = self._project(np.asarray(queries, dtype=np.float32))
+        dots = projected @ self.matrix.T - projected @ self.mean.T
+        found: Array = dots / self.norms[None, :]
+        return found
+
+    def rows(self, index: Array) -> Array:
+        """The stripped, unit-length rows ``index``, materialised."""
+        block = self.matrix[index] - self.mean
+        if self.top is not None:
+            block = block - (block @ self.top.T) @ self.top
+        return normalise_rows(block).astype(np.float32)
 
 
 def unit_cosines(rows_b: Array, rows_a: Array) -> Array:

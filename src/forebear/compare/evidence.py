@@ -35,11 +35,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from forebear.align.units import MlpView, normalise_rows, strip_shared
+from forebear.align.units import MlpView, StrippedRows, normalise_rows, strip_shared
 from forebear.formats.base import Array
 from forebear.stats import TestResult, assignment_test
 
 __all__ = ["MlpEvidence", "Prepared", "mlp_evidence", "prepare", "sample_units"]
+
+
+Bulk = Array | StrippedRows
 
 
 @dataclass(frozen=True)
@@ -47,14 +50,15 @@ class Prepared:
     """An MLP view reduced to what the tests need, for the units ``kept``.
 
     ``raw``: (gate or None, up, down) rows of the kept units; ``bulk``: the same,
-    stripped of shared directions and normalised (None when not prepared).
+    stripped of shared directions and normalised (None when not prepared) — explicit
+    rows for a sample, ``StrippedRows`` (implicit) when every unit is kept.
     """
 
     label: str
     units: int
     kept: Array
     raw: tuple[Array | None, Array, Array | None]
-    bulk: tuple[Array | None, Array, Array | None] | None
+    bulk: tuple[Bulk | None, Bulk, Bulk | None] | None
     parameters: int
 
 
@@ -87,8 +91,11 @@ def prepare(
     stripped of this model's shared directions; then both mapped by ``rotation``."""
     kept = np.arange(view.units) if keep is None else np.asarray(keep, dtype=np.int64)
     pieces = (view.gate, view.up, view.down)
-    stripped = None
-    if bulk:
+    stripped: tuple[Bulk | None, ...] | None = None
+    if bulk and keep is None and rotation is None:
+        k = shared_directions(view.up.shape[1])
+        stripped = tuple(None if m is None else StrippedRows.of(m, k) for m in pieces)
+    elif bulk:
         k = shared_directions(view.up.shape[1])
         stripped = tuple(
             _rotate(None if m is None else strip_shared(m, k, keep, normalise=True), rotation, True)
@@ -151,6 +158,21 @@ def _same_position(a: Prepared, b: Prepared) -> tuple[TestResult, float, float]:
     return test, quality, _delta(rows_a, rows_b)
 
 
+def _explicit(bulk: Bulk, index: Array | None) -> Array:
+    if isinstance(bulk, StrippedRows):
+        return bulk.rows(np.arange(len(bulk.norms)) if index is None else index)
+    return bulk if index is None else bulk[index]
+
+
+def _bulk_cosines(rows_b: Bulk, a: Bulk) -> Array:
+    """(B rows, A rows) cosines of stripped rows; B's are explicit (a sample)."""
+    queries = _explicit(rows_b, None)
+    if isinstance(a, StrippedRows):
+        return a.cosines(queries)
+    found: Array = queries @ a.T
+    return found
+
+
 def _matched(a: Prepared, b: Prepared) -> tuple[TestResult, Array, float, float]:
     """Assignment of sampled B units to A units (one-to-one; the wider side keeps some
     unpaired), then the held-out test over the pairs. ``matching[i]``: the A unit of
@@ -158,17 +180,18 @@ def _matched(a: Prepared, b: Prepared) -> tuple[TestResult, Array, float, float]
     assert a.bulk is not None and b.bulk is not None
     gate_a, up_a, down_a = a.bulk
     gate_b, up_b, down_b = b.bulk
-    up_cos = up_b @ up_a.T
+    up_cos = _bulk_cosines(up_b, up_a)
     reading = np.abs(up_cos)
     if gate_a is not None and gate_b is not None:
-        reading = reading + gate_b @ gate_a.T
+        reading = reading + _bulk_cosines(gate_b, gate_a)
     rows, columns = linear_sum_assignment(reading, maximize=True)
     matching = np.full(len(b.kept), -1, dtype=np.int64)
     matching[rows] = columns
     assert down_a is not None and down_b is not None
     signs = np.sign(up_cos[np.ix_(rows, columns)])
+    held_b = _explicit(down_b, None)[rows]
     test = assignment_test(
-        signs * (down_b[rows] @ down_a[columns].T), "matched units, held-out bulk",
+        signs * (held_b @ _explicit(down_a, columns).T), "matched units, held-out bulk",
         "approximate", "normal approximation over re-pairings of matched units",
     )  # fmt: skip
     flip = np.sign(up_cos[rows, columns])[:, None]

@@ -205,7 +205,8 @@ def _compare(model_a: Model, model_b: Model, settings: Settings, say: Progress,
         if not full:
             for layer in layers_a:
                 say(f"layer {layer + 1}/{len(layers_a)}")
-                cell = _cell(layer, layer, store.a(layer), store.b(layer), matched)
+                prepared_b = store.b(layer)  # first: B's whole layer is freed once sampled
+                cell = _cell(layer, layer, store.a(layer), prepared_b, matched)
                 if cell is not None:
                     cells[(layer, layer)] = cell
             diagonal = list(cells.values())
