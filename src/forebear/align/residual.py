@@ -9,8 +9,10 @@ fix the map: the orthogonal Procrustes solution ``R = argmin ‖X R − Y‖`` o
 the shared tokens' embeddings, centred. A vector in A's stream maps to B's as
 ``x R``.
 
-Tokens are taken in a deterministic, well-spread order and capped (``limit``),
-so the rows read are few for a large vocabulary. ``fit`` is the mean cosine of
+Tokens are taken in a deterministic, well-spread order and capped (``limit``,
+but never fewer than twice the width, so the map is determined), so the rows
+read are few for a large vocabulary. When the rows already agree (mean cosine
+≥ ``IDENTITY_FIT``) the map is the identity and no SVD is needed. ``fit`` is the mean cosine of
 aligned rows: near 1 when B's embeddings descend from A's, small otherwise —
 descriptive only (same-data models share embedding geometry), never a test.
 This module owns the map; it reads the embeddings, nothing else.
@@ -30,6 +32,8 @@ from forebear.formats.base import Array
 __all__ = ["ResidualAlignment", "align_residual"]
 
 _MIN_TOKENS_PER_DIM = 1.0  # fewer shared tokens than this × width leaves the map underdetermined
+# Rows that already agree this well (mean cosine) are taken as the identity map.
+IDENTITY_FIT = 0.8
 
 
 @dataclass(frozen=True)
@@ -50,7 +54,7 @@ def _spread(count: int, limit: int) -> Array:
 
 
 def _rows(resolved: ResolvedModel, ids: Array) -> Array:
-    return resolved.read_row_set(Role.EMBED_TOKENS, rows=ids).astype(np.float64)
+    return resolved.read_row_set(Role.EMBED_TOKENS, rows=ids).astype(np.float32, copy=False)
 
 
 def align_residual(
@@ -76,14 +80,28 @@ def align_residual(
     pairs = pairs[(pairs[:, 0] < rows_a) & (pairs[:, 1] < rows_b)]
     if len(pairs) < _MIN_TOKENS_PER_DIM * max(width_a, width_b):
         return None
-    chosen = pairs[_spread(len(pairs), limit)]
+    # At least two rows per dimension, so the map is determined, whatever the limit.
+    chosen = pairs[_spread(len(pairs), max(limit, 2 * max(width_a, width_b)))]
     x, y = _rows(a, chosen[:, 0]), _rows(b, chosen[:, 1])
     x -= x.mean(axis=0)
     y -= y.mean(axis=0)
-    left, _, right = np.linalg.svd(x.T @ y, full_matrices=False)
-    rotation = left @ right
-    mapped = x @ rotation
-    norms = np.linalg.norm(mapped, axis=1) * np.linalg.norm(y, axis=1)
-    fit = float(np.mean(np.sum(mapped * y, axis=1) / np.maximum(norms, 1e-30)))
+    if width_a == width_b and _fit(x, y) >= IDENTITY_FIT:
+        # The embeddings already agree: no re-parameterisation to solve, and no SVD of a
+        # width × width matrix (tens of seconds at width 4096).
+        rotation = np.eye(width_a, dtype=np.float32)
+    else:
+        left, _, right = np.linalg.svd(x.T @ y, full_matrices=False)
+        rotation = left @ right
+    fit = _fit(x @ rotation, y)
     identity_like = width_a == width_b and float(np.mean(np.diag(rotation))) > 0.9
     return ResidualAlignment(rotation, len(pairs), fit, source, identity_like, len(chosen))
+
+
+def _fit(mapped: Array, target: Array) -> float:
+    """Mean cosine of corresponding rows."""
+    dots = np.einsum("ij,ij->i", mapped, target, dtype=np.float64)
+    norms = np.sqrt(
+        np.einsum("ij,ij->i", mapped, mapped, dtype=np.float64)
+        * np.einsum("ij,ij->i", target, target, dtype=np.float64)
+    )
+    return float(np.mean(dots / np.maximum(norms, 1e-30)))

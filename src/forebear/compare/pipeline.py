@@ -112,17 +112,22 @@ class _Layers:
         self.rotation, self.settings, self.counter = rotation, settings, counter
         self._b: dict[int, list[Prepared]] = {}
 
-    def b(self, layer: int) -> list[Prepared]:
-        """B's sampled units, mapped into A's basis (only the sampled rows are rotated)."""
-        if layer not in self._b:
-            units, back = self.settings.units, self.rotation.T
-            if self.settings.fast:
-                found = sampled_layer_views(self.rb, "b", layer, back, self.counter, units)
-            else:
-                views = layer_views(self.rb, "b", layer, None, self.counter)
-                found = [prepare(v, sample_units(v.units, units), True, back) for v in views]
+    def b(self, layer: int, keep: bool = True) -> list[Prepared]:
+        """B's sampled units, mapped into A's basis (only the sampled rows are rotated).
+
+        ``keep`` holds them for the all-pairs pass (about 50 MB per layer at width 4096
+        with 512 units); the diagonal pass uses each layer once and keeps nothing."""
+        if layer in self._b:
+            return self._b[layer]
+        units, back = self.settings.units, self.rotation.T
+        if self.settings.fast:
+            found = sampled_layer_views(self.rb, "b", layer, back, self.counter, units)
+        else:
+            views = layer_views(self.rb, "b", layer, None, self.counter)
+            found = [prepare(v, sample_units(v.units, units), True, back) for v in views]
+        if keep:
             self._b[layer] = found
-        return self._b[layer]
+        return found
 
     def a(self, layer: int) -> list[Prepared]:
         """A's units in its own basis: all of them, or the fast sample."""
@@ -205,7 +210,7 @@ def _compare(model_a: Model, model_b: Model, settings: Settings, say: Progress,
         if not full:
             for layer in layers_a:
                 say(f"layer {layer + 1}/{len(layers_a)}")
-                prepared_b = store.b(layer)  # first: B's whole layer is freed once sampled
+                prepared_b = store.b(layer, keep=False)  # first: B's layer is freed once sampled
                 cell = _cell(layer, layer, store.a(layer), prepared_b, matched)
                 if cell is not None:
                     cells[(layer, layer)] = cell

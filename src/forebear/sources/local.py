@@ -1,8 +1,15 @@
-"""Local files, memory-mapped, and local folders."""
+"""Local files and folders.
+
+Files are read with ``os.pread`` rather than through a memory map: a map keeps
+every page it ever touched in the process's resident set (and the kernel's
+read-around maps far more than a row slice asks for), so reading a 7B model
+layer by layer would show as gigabytes of RSS although each read is copied out
+and dropped. ``pread`` goes through the page cache, which the kernel reclaims
+freely, and leaves RSS to what forebear holds.
+"""
 
 from __future__ import annotations
 
-import mmap
 import os
 from pathlib import Path
 from types import TracebackType
@@ -12,7 +19,7 @@ from forebear.sources.base import check_range
 
 
 class LocalFile:
-    """A local file behind ``ByteSource``; reads copy only the requested range out of a map."""
+    """A local file behind ``ByteSource``; a read copies only the requested range."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = Path(path)
@@ -31,10 +38,6 @@ class LocalFile:
                 "permission denied", path=self._path, hint="check the file's permissions"
             ) from None
         self._size = os.fstat(self._file.fileno()).st_size
-        # mmap refuses empty files; an empty file simply has nothing to read.
-        self._map = (
-            mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ) if self._size else None
-        )
 
     @property
     def name(self) -> str:
@@ -46,14 +49,27 @@ class LocalFile:
 
     def read(self, offset: int, length: int) -> bytes:
         check_range(str(self._path), self._size, offset, length)
-        if length == 0 or self._map is None:
+        if length == 0:
             return b""
-        return self._map[offset : offset + length]
+        if self._file.closed:
+            raise ValueError(f"{self._path}: read after close")
+        first = os.pread(self._file.fileno(), length, offset)
+        if len(first) == length:
+            return first
+        pieces, done = [first], len(first)
+        while done < length:  # pread may return less than asked (large reads, signals)
+            more = os.pread(self._file.fileno(), length - done, offset + done)
+            if not more:
+                raise CorruptCheckpointError(
+                    f"file ended at byte {offset + done}, expected {offset + length}",
+                    path=self._path,
+                    hint="the file changed or was truncated while being read; download it again",
+                )
+            pieces.append(more)
+            done += len(more)
+        return b"".join(pieces)
 
     def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
         self._file.close()
 
     def __enter__(self) -> LocalFile:
