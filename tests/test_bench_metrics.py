@@ -170,3 +170,13 @@ def test_top1_with_a_miss_and_a_tie() -> None:
 def test_top1_accepts_a_set_of_true_bases() -> None:
     scores = {("m", "b1"): 0.2, ("m", "b2"): 0.7, ("m", "b3"): 0.4}
     assert top1_parent(scores, {"m": {"b1", "b2"}}).hits == 1
+
+
+def test_calibration_counts_distinct_groups_below_alpha() -> None:
+    found = calibration(
+        [0.001, 0.002, 0.003, 0.5, 0.04], alphas=(0.01, 0.05), groups=["x", "x", "x", "y", "z"]
+    )
+    assert [(r.count, r.groups_hit, r.groups) for r in found.rows] == [(3, 1, 3), (4, 2, 3)]
+    assert calibration([0.5]).rows[0].groups is None
+    with pytest.raises(ValueError, match="2 group labels for 1 p-values"):
+        calibration([0.5], groups=["a", "b"])

@@ -19,7 +19,7 @@ methods. It is pure numpy plus ``math``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Hashable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 import numpy as np
@@ -190,6 +190,11 @@ class CalibrationRow:
     exceeds_raw: bool
     binomial_p: float
     exceeds: bool
+    # Pairs of a zoo are not independent draws: copies of one model repeat its pairs. With
+    # ``groups`` given (one label per pair, e.g. the pair of lineages), how many distinct
+    # groups there are and how many hold a p-value below alpha.
+    groups: int | None = None
+    groups_hit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -207,12 +212,16 @@ def calibration(
     alphas: Sequence[float] = (0.05, 0.01, 0.001),
     *,
     level: float = 0.05,
+    groups: Sequence[Hashable] | None = None,
 ) -> Calibration:
     """Fraction of independent pairs with p < α, for each α, and whether it exceeds α.
 
-    p-values must lie in [0, 1]; NaN raises ``ValueError``.
+    p-values must lie in [0, 1]; NaN raises ``ValueError``. ``groups`` (one label
+    per p-value) adds how many distinct groups hold a p-value below α.
     """
     values = _scores(p_values_of_independent_pairs, "p-values")
+    if groups is not None and len(groups) != values.size:
+        raise ValueError(f"{len(groups)} group labels for {values.size} p-values")
     if ((values < 0.0) | (values > 1.0)).any():
         raise ValueError("p-values must lie in [0, 1]")
     rows = []
@@ -221,6 +230,9 @@ def calibration(
             raise ValueError(f"alpha must lie in (0, 1), not {alpha}")
         n, count = int(values.size), int(np.sum(values < alpha))
         tail = binomial_tail(count, n, alpha)
+        hit = None
+        if groups is not None:
+            hit = len({g for g, v in zip(groups, values, strict=True) if v < alpha})
         rows.append(
             CalibrationRow(
                 alpha=alpha,
@@ -230,6 +242,8 @@ def calibration(
                 exceeds_raw=n > 0 and count / n > alpha,
                 binomial_p=tail,
                 exceeds=n > 0 and tail < level,
+                groups=None if groups is None else len(set(groups)),
+                groups_hit=hit,
             )
         )
     return Calibration(level=level, rows=tuple(rows))

@@ -146,6 +146,7 @@ def _calibration(summaries: Sequence[MethodSummary]) -> list[str]:
             verdict = (
                 "yes" if row.exceeds else ("above α, within noise" if row.exceeds_raw else "no")
             )
+            groups = "–" if row.groups is None else f"{row.groups_hit}/{row.groups}"
             rows.append(
                 [
                     s.method,
@@ -154,13 +155,21 @@ def _calibration(summaries: Sequence[MethodSummary]) -> list[str]:
                     _num(row.fraction),
                     f"{row.binomial_p:.3g}",
                     verdict,
+                    groups,
                 ]
             )
     lines = ["## Calibration (p-values of independent pairs)", ""]
     if not rows:
         return [*lines, "No p-value method was run.", ""]
-    header = ["method", "α", "p < α", "fraction", "binomial P(≥ count)", "exceeds α"]
-    note = "Exceeds α: the count is improbable (P < 0.05) for a calibrated test."
+    header = [
+        "method", "α", "p < α", "fraction", "binomial P(≥ count)", "exceeds α",
+        "lineage pairs with p < α",
+    ]  # fmt: skip
+    note = (
+        "Exceeds α: the count is improbable (P < 0.05) for a calibrated test — if the pairs "
+        "were independent draws. They are not: copies of one model repeat its pairs, so the "
+        "last column counts distinct pairs of lineages (the bases each model descends from)."
+    )
     return [*lines, note, "", *_table(header, rows)]
 
 

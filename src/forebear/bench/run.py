@@ -247,11 +247,22 @@ def _attribution(manifest: Manifest, pairs: Sequence[PairScore]) -> TopOne | Non
     return top1_parent(scores, dict(truth.items()))
 
 
-def _calibration(method: Method, independent: Sequence[PairScore]) -> Calibration | None:
+def _lineage(manifest: Manifest, name: str) -> str:
+    """The bases a model descends from through weights, or the model itself (a base, a
+    distilled student): models of one lineage share their pairs' fate."""
+    return "+".join(sorted(_weight_roots(manifest, name))) or name
+
+
+def _calibration(
+    method: Method, independent: Sequence[PairScore], manifest: Manifest
+) -> Calibration | None:
     if method.kind != "p_value":
         return None
-    p_values = [p.result.p_value for p in independent if p.result.p_value is not None]
-    return calibration(p_values) if p_values else None
+    scored = [p for p in independent if p.result.p_value is not None]
+    if not scored:
+        return None
+    groups = [tuple(sorted((_lineage(manifest, p.a), _lineage(manifest, p.b)))) for p in scored]
+    return calibration([p.result.p_value for p in scored], groups=groups)  # type: ignore[misc]
 
 
 def _relations(
@@ -299,7 +310,7 @@ def _summarise(
         derived_verdicts_on_independent=sum(
             1 for p in independent if p.result.verdict == "derived"
         ),
-        calibration=_calibration(method, independent),
+        calibration=_calibration(method, independent, manifest),
         attribution=_attribution(manifest, pairs),
         median_seconds=statistics.median(seconds) if seconds else None,
         max_seconds=max(seconds, default=None),
