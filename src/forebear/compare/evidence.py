@@ -17,7 +17,7 @@ that permutes units defeats this test (it loses power, never validity).
 matched to one A unit by a linear assignment on its reading rows (gate and up;
 up's sign is free, as (up, down) may be flipped together), then the matched
 pairs are scored on what the matching did not see: the down columns, with
-each model's mean and top ``k = hidden / 2`` (at most 256) principal directions removed
+each model's mean and top ``k = hidden / 2`` (at most 128) principal directions removed
 (``strip_shared``: the directions where independently trained models
 converge). Under H0 the matched pairs should look like random pairs on that
 held-out bulk; the p-value is the normal approximation, its calibration
@@ -72,7 +72,7 @@ def sample_units(count: int, limit: int) -> Array:
 # independent pairs (width 64) a quarter left per-layer z-scores biased (mean 0.2, 3.6 % of
 # pairs at p < 0.01); half brought them to mean -0.04, sd 1.08, 0.9 %. The cap bounds the
 # cost for wide models and is not validated there (no independent 7B pairs here).
-MAX_SHARED_DIRECTIONS = 256
+MAX_SHARED_DIRECTIONS = 128
 
 
 def shared_directions(hidden: int) -> int:
