@@ -4,8 +4,8 @@ A unit ``u`` of a (gated) MLP reads the residual stream through row ``u`` of
 ``gate`` and ``up`` and writes it through column ``u`` of ``down``. The norm
 before the MLP multiplies the stream by its scale ``g``, which a
 re-parameterisation may fold into the reading rows, so rows are compared with
-``g`` folded in (``row · diag(g)``) on both sides. A's rows are then mapped into
-B's basis by the residual map (``ResidualAlignment.rotation``).
+``g`` folded in (``row · diag(g)``) on both sides. B's rows are then mapped into
+A's basis by the transposed residual map (``ResidualAlignment.rotation``).
 
 ``strip_shared`` removes, from a set of unit vectors, their mean and their top
 ``k`` principal directions. Independently trained models of one architecture

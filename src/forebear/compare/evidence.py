@@ -205,7 +205,7 @@ def _matched(a: Prepared, b: Prepared) -> tuple[TestResult, Array, float, float]
 
 
 def mlp_evidence(a: Prepared, b: Prepared, matched: bool) -> MlpEvidence:
-    """Both tests of B's prepared MLP against A's (all A units kept, A rows in B's basis)."""
+    """Both tests of B's prepared MLP against A's (all A units kept; B's rows in A's basis)."""
     same, matched_test, matching = None, None, None
     qualities: list[float] = []
     deltas: list[float] = []

@@ -1,8 +1,9 @@
 """The MLPs of one layer as ``MlpView``s: dense, routed experts, shared experts.
 
-Rows are read by role, the norm scale before the MLP is folded into the
-reading rows, and, for model A, every row is mapped into B's residual basis
-(``x @ rotation``). Dense MLP and experts alike become views, so an upcycled
+Rows are read by role and the norm scale before the MLP is folded into the
+reading rows; a ``rotation``, when given, maps them into the other model's
+residual basis (``x @ rotation``; the pipeline rotates only B's sampled rows,
+in ``evidence.prepare``). Dense MLP and experts alike become views, so an upcycled
 MoE's experts are compared with the dense MLP they were copied from.
 
 ``ReadCounter`` adds up the stored bytes behind every read, which the
