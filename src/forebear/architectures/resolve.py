@@ -272,6 +272,17 @@ class ResolvedModel:
         entry = self.entry(role, layer, expert)
         return entry_shape(entry, self.reader.tensors()[entry.tensor].shape)
 
+    def rows_contiguous(
+        self, role: Role, layer: int | None = None, expert: int | None = None
+    ) -> bool:
+        """Whether ``read_row_set`` reads only the rows asked for (else the whole tensor)."""
+        if role is Role.LM_HEAD and self.tied_head and not self.has(role):
+            role = Role.EMBED_TOKENS
+        entry = self.entry(role, layer, expert)
+        cut = entry.cut
+        contiguous = cut is None or (cut.axis == 0 and cut.groups == 1)
+        return contiguous and not entry.transposed and entry.expert_index is None
+
     def read_row_set(
         self, role: Role, layer: int | None = None, expert: int | None = None, *, rows: Array
     ) -> Array:
@@ -286,13 +297,16 @@ class ResolvedModel:
         entry = self.entry(role, layer, expert)
         wanted = np.asarray(rows, dtype=np.int64)
         cut = entry.cut
-        contiguous = cut is None or (cut.axis == 0 and cut.groups == 1)
-        if entry.transposed or entry.expert_index is not None or not contiguous:
+        if not self.rows_contiguous(role, layer, expert):
             return self.read(role, layer, expert)[wanted]
         first = 0 if cut is None else cut.offset
+        if not len(wanted):
+            return self.read(role, layer, expert)[wanted]
         order = np.argsort(wanted, kind="stable")
         ordered = wanted[order]
-        pieces: list[Array] = []
+        # Each block goes straight into the result: a list of many small blocks would leave
+        # the allocator's heap fragmented (hundreds of MB of RSS for spread-out rows).
+        result: Array | None = None
         start = 0
         while start < len(ordered):
             stop = start + 1
@@ -300,13 +314,11 @@ class ResolvedModel:
                 stop += 1
             low, high = int(ordered[start]), int(ordered[stop - 1]) + 1
             block = self.reader.read_rows(entry.tensor, first + low, first + high)
-            pieces.append(block[ordered[start:stop] - low])
+            if result is None:
+                result = np.empty((len(wanted), *block.shape[1:]), dtype=block.dtype)
+            result[order[start:stop]] = block[ordered[start:stop] - low]
             start = stop
-        if not pieces:
-            return self.read(role, layer, expert)[wanted]
-        found = np.concatenate(pieces, axis=0)
-        result = np.empty_like(found)
-        result[order] = found
+        assert result is not None
         return result
 
     def norm_scale(self, role: Role, layer: int | None = None) -> Array:

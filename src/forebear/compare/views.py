@@ -49,6 +49,25 @@ class ReadCounter:
         return sum(self.bytes.values())
 
 
+_BLOCK_BYTES = 32 << 20  # decode this much at a time when filling a float32 matrix
+
+
+def read_float32(
+    resolved: ResolvedModel, role: Role, layer: int | None, expert: int | None = None
+) -> Array:
+    """The role as a fresh float32 array, decoded in row blocks where the layout allows:
+    a bf16 matrix then costs its float32 size plus one block, not three times its size."""
+    shape = resolved.shape(role, layer, expert)
+    if len(shape) != 2 or not resolved.rows_contiguous(role, layer, expert):
+        return resolved.read(role, layer, expert).astype(np.float32, copy=False)
+    out = np.empty(shape, dtype=np.float32)
+    step = max(1, _BLOCK_BYTES // max(shape[1] * 4, 1))
+    for start in range(0, shape[0], step):
+        rows = np.arange(start, min(start + step, shape[0]))
+        out[rows[0] : rows[-1] + 1] = resolved.read_row_set(role, layer, expert, rows=rows)
+    return out
+
+
 _DENSE = (Role.MLP_GATE, Role.MLP_UP, Role.MLP_DOWN)
 _EXPERT = (Role.MOE_EXPERT_GATE, Role.MOE_EXPERT_UP, Role.MOE_EXPERT_DOWN)
 _SHARED = (Role.MOE_SHARED_GATE, Role.MOE_SHARED_UP, Role.MOE_SHARED_DOWN)
@@ -77,11 +96,12 @@ def _view(
 
     def read(role: Role) -> Array:
         counter.add(model, resolved, role, layer, expert)
-        return resolved.read(role, layer, expert).astype(np.float32, copy=False)
+        return read_float32(resolved, role, layer, expert)
 
     def reading(matrix: Array) -> Array:
-        folded = matrix if scale is None else matrix * scale[None, :]
-        return folded if rotation is None else folded @ rotation
+        if scale is not None:
+            matrix *= scale[None, :]  # in place: ``read`` returned a fresh array
+        return matrix if rotation is None else matrix @ rotation
 
     gate = reading(read(gate_role)) if resolved.has(gate_role, layer, expert) else None
     up = reading(read(up_role))

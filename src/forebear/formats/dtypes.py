@@ -84,7 +84,9 @@ def decode(raw: bytes, dtype: DType, shape: tuple[int, ...]) -> npt.NDArray[np.g
     """
     stored = np.frombuffer(raw, dtype=dtype.storage).reshape(shape)
     if dtype.name == "BF16":
-        return (stored.astype(np.uint32) << 16).view(np.float32)
+        widened = stored.astype(np.uint32)
+        widened <<= 16  # in place: one float32-sized buffer, not two
+        return widened.view(np.float32)
     table = _FP8_TABLES.get(dtype.name)
     if table is not None:
         return table[stored]
