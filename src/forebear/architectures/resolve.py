@@ -272,6 +272,29 @@ class ResolvedModel:
         entry = self.entry(role, layer, expert)
         return entry_shape(entry, self.reader.tensors()[entry.tensor].shape)
 
+    def stored_bytes(
+        self,
+        role: Role,
+        layer: int | None = None,
+        expert: int | None = None,
+        *,
+        rows: int | None = None,
+    ) -> int:
+        """Stored bytes ``read`` touches for the role, or ``read_row_set`` for ``rows`` rows."""
+        if role is Role.LM_HEAD and self.tied_head and not self.has(role):
+            role = Role.EMBED_TOKENS
+        entry = self.entry(role, layer, expert)
+        info = self.reader.tensors()[entry.tensor]
+        stored_rows = max(info.shape[0] if info.shape else 1, 1)
+        if entry.expert_index is not None:
+            return info.nbytes // stored_rows
+        if rows is not None and self.rows_contiguous(role, layer, expert):
+            return info.nbytes * rows // stored_rows
+        cut = entry.cut
+        if cut is not None and cut.axis == 0 and cut.groups == 1 and not entry.transposed:
+            return info.nbytes * cut.size // stored_rows
+        return info.nbytes
+
     def rows_contiguous(
         self, role: Role, layer: int | None = None, expert: int | None = None
     ) -> bool:

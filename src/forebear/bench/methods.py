@@ -35,9 +35,9 @@ from typing import Any, Literal, Protocol, overload, runtime_checkable
 
 import numpy as np
 
-from forebear.architectures.resolve import Entry, entry_shape
+from forebear.architectures.resolve import entry_shape
 from forebear.errors import ForebearError
-from forebear.formats.base import Array, TensorInfo
+from forebear.formats.base import Array
 from forebear.model import Model, open_model
 
 __all__ = [
@@ -121,17 +121,6 @@ def _abs_cosine(x: Array, y: Array) -> float | None:
     return abs(dot) / math.sqrt(nx * ny)
 
 
-def _entry_bytes(entry: Entry, info: TensorInfo) -> int:
-    """Stored bytes ``ResolvedModel.read`` touches for ``entry``: its rows' share on row reads."""
-    rows = info.shape[0] if info.shape else 1
-    if entry.expert_index is not None:
-        return info.nbytes // max(rows, 1)
-    cut = entry.cut
-    if cut is not None and cut.axis == 0 and cut.groups == 1 and not entry.transposed:
-        return info.nbytes * cut.size // max(rows, 1)
-    return info.nbytes
-
-
 @dataclass(frozen=True)
 class CosineBaseline:
     """Baseline: mean |cosine| of same-role tensors, no symmetry alignment, not forebear's test.
@@ -190,7 +179,8 @@ class CosineBaseline:
             cosine = _abs_cosine(
                 resolved_a.read(role, layer, expert), resolved_b.read(role, layer, expert)
             )
-            bytes_read += _entry_bytes(entry_a, info_a) + _entry_bytes(entry_b, info_b)
+            bytes_read += resolved_a.stored_bytes(role, layer, expert)
+            bytes_read += resolved_b.stored_bytes(role, layer, expert)
             if cosine is not None:
                 cosines.append(cosine)
         return cosines, bytes_read

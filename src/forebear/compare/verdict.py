@@ -115,10 +115,11 @@ def decide(
     reasons.append(f"inherited MLPs changed by {change:.3g} (relative)")
     if change < IDENTICAL_DELTA and reparameterised:
         return "repackaged copy", [*reasons, "a function-preserving re-parameterisation of A"]
-    if change < IDENTICAL_DELTA and _dtypes(model_a) == _dtypes(model_b):
+    stored_a, stored_b = _dtypes(model_a), _dtypes(model_b)
+    if change < IDENTICAL_DELTA and stored_a == stored_b:
         return "identical", reasons
-    if change < COPY_DELTA and _dtypes(model_a) != _dtypes(model_b):
-        stored = ", ".join(sorted(_dtypes(model_b)))
+    if change < COPY_DELTA and stored_a != stored_b:
+        stored = ", ".join(sorted(stored_b))
         return "repackaged copy", [*reasons, f"stored differently ({stored})"]
     if change <= LIGHT_DELTA:
         return "derived: light fine-tune", reasons

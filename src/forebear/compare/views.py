@@ -33,15 +33,7 @@ class ReadCounter:
 
     def add(self, model: str, resolved: ResolvedModel, role: Role, layer: int | None,
             expert: int | None = None, rows: int | None = None) -> None:  # fmt: skip
-        entry = resolved.entry(role, layer, expert)
-        info = resolved.reader.tensors()[entry.tensor]
-        stored_rows = info.shape[0] if info.shape else 1
-        if entry.expert_index is not None:
-            size = info.nbytes // max(stored_rows, 1)
-        elif rows is not None and not entry.transposed:
-            size = info.nbytes * rows // max(stored_rows, 1)
-        else:
-            size = info.nbytes
+        size = resolved.stored_bytes(role, layer, expert, rows=rows)
         self.bytes[model] = self.bytes.get(model, 0) + size
 
     @property
@@ -79,6 +71,14 @@ def _norm_scale(resolved: ResolvedModel, layer: int) -> Array | None:
     return None
 
 
+def _reading(matrix: Array, scale: Array | None, rotation: Array | None) -> Array:
+    """Rows that read the stream, with the norm scale folded in (in place: every read
+    returns a fresh array) and mapped by ``rotation`` when given."""
+    if scale is not None:
+        matrix *= scale[None, :]
+    return matrix if rotation is None else np.asarray(matrix @ rotation, dtype=np.float32)
+
+
 def _view(
     resolved: ResolvedModel,
     model: str,
@@ -98,13 +98,12 @@ def _view(
         counter.add(model, resolved, role, layer, expert)
         return read_float32(resolved, role, layer, expert)
 
-    def reading(matrix: Array) -> Array:
-        if scale is not None:
-            matrix *= scale[None, :]  # in place: ``read`` returned a fresh array
-        return matrix if rotation is None else matrix @ rotation
-
-    gate = reading(read(gate_role)) if resolved.has(gate_role, layer, expert) else None
-    up = reading(read(up_role))
+    gate = (
+        _reading(read(gate_role), scale, rotation)
+        if resolved.has(gate_role, layer, expert)
+        else None
+    )
+    up = _reading(read(up_role), scale, rotation)
     down = read(down_role).T
     if rotation is not None:
         down = down @ rotation
@@ -160,8 +159,7 @@ def sampled_layer_views(
     def rows(role: Role) -> Array:
         counter.add(model, resolved, role, layer, rows=len(positions))
         matrix = resolved.read_row_set(role, layer, rows=positions).astype(np.float32, copy=False)
-        folded = matrix if scale is None else matrix * scale[None, :]
-        return folded if rotation is None else np.asarray(folded @ rotation, dtype=np.float32)
+        return _reading(matrix, scale, rotation)
 
     gate = rows(gate_role) if resolved.has(gate_role, layer) else None
     hidden = resolved.dims.hidden or 0
