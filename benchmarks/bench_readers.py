@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import statistics
-import struct
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from synthetic import bf16_header
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / ".work"
@@ -68,23 +68,12 @@ def model_shapes(size_bytes: float) -> tuple[dict[str, tuple[int, ...]], int]:
 def write_checkpoint(folder: Path, size_gb: float) -> tuple[Path, int]:
     folder.mkdir(parents=True, exist_ok=True)
     shapes, layers = model_shapes(size_gb * 1e9)
-    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
-    offset = 0
-    for name, shape in shapes.items():
-        length = int(np.prod(shape)) * 2
-        header[name] = {
-            "dtype": "BF16",
-            "shape": list(shape),
-            "data_offsets": [offset, offset + length],
-        }
-        offset += length
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
+    header, _ = bf16_header(shapes)
     path = folder / "model.safetensors"
     rng = np.random.default_rng(0)
     chunk = 1 << 24
     with open(path, "wb") as out:
-        out.write(struct.pack("<Q", len(blob)) + blob)
+        out.write(header)
         for shape in shapes.values():
             left = int(np.prod(shape))
             while left:

@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import shutil
-import struct
 import subprocess
 import sys
 import time
@@ -38,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from synthetic import bf16_header
+
+from forebear.zoo.transforms.storage import bf16_bits
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT / ".work" / "scale"
@@ -100,28 +102,8 @@ def shard_plan() -> list[dict[str, tuple[int, ...]]]:
     return plan
 
 
-def _header(tensors: dict[str, tuple[int, ...]]) -> tuple[bytes, dict[str, int]]:
-    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-    offsets: dict[str, int] = {}
-    offset = 0
-    for name, shape in tensors.items():
-        length = int(np.prod(shape)) * 2
-        header[name] = {
-            "dtype": "BF16",
-            "shape": list(shape),
-            "data_offsets": [offset, offset + length],
-        }
-        offsets[name] = offset
-        offset += length
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    return struct.pack("<Q", len(blob)) + blob, offsets
-
-
 def _bf16(values: np.ndarray) -> bytes:
-    bits = values.astype(np.float32).view(np.uint32)
-    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16  # nearest, ties to even
-    return rounded.astype("<u2").tobytes()
+    return bf16_bits(values).astype("<u2").tobytes()  # nearest, ties to even
 
 
 def _chunks(count: int) -> Iterator[tuple[int, int]]:
@@ -139,7 +121,7 @@ def write_model(folder: Path, seed: int, parent: Path | None) -> None:
     weight_map: dict[str, str] = {}
     for index, tensors in enumerate(plan, 1):
         file = f"model-{index:05d}-of-{len(plan):05d}.safetensors"
-        header, offsets = _header(tensors)
+        header, offsets = bf16_header(tensors)
         source = None
         if parent is not None:
             source = np.memmap(parent / file, dtype="<u2", mode="r")
