@@ -25,10 +25,12 @@ demo: $(VENV)/.core
 test: $(VENV)/.dev
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -p no:cacheprovider
 
-# The benchmark: readers at 2 GB, the full zoo (built once, cached), every zoo pair scored by
+# The benchmark: readers at 2 GB, the full zoo and the calibration zoo (eighteen independent
+# bases no test was tuned on; both built once, cached), every zoo pair scored by
 # forebear's methods and by modelDNA (PyPI, in a venv of its own so its pins never meet ours;
 # without a package index it is scored "unavailable"), and the 7B-shaped scale pair.
 ZOO_FULL  ?= benchmarks/.work/zoo-full
+ZOO_CAL   ?= benchmarks/.work/zoo-calibration
 DNA_VENV  := benchmarks/.work/modeldna-venv
 BENCH_PATH = HF_HUB_OFFLINE=1 PATH="$$PATH:$(abspath $(DNA_VENV))/bin"
 BENCH_METHODS ?= -m forebear -m forebear-fast -m baseline-cosine -m modeldna
@@ -43,6 +45,8 @@ bench: $(VENV)/.dev $(DNA_VENV)/.installed
 	$(PY) benchmarks/bench_readers.py
 	$(PY) -m forebear zoo build --profile full --out $(ZOO_FULL)
 	$(BENCH_PATH) $(PY) -m forebear bench --zoo $(ZOO_FULL) $(BENCH_METHODS) --out benchmarks/results
+	$(PY) -m forebear zoo build --profile calibration --out $(ZOO_CAL)
+	$(BENCH_PATH) $(PY) -m forebear bench --zoo $(ZOO_CAL) $(BENCH_METHODS) --out benchmarks/results
 	$(BENCH_PATH) $(PY) benchmarks/bench_scale.py $(BENCH_METHODS:-m=--method)
 	$(PY) benchmarks/update_readme.py
 

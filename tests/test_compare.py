@@ -102,6 +102,20 @@ def test_independent_bases_are_not_derived(zoo: Callable[[str], Path], a: str, b
     assert result.ledger is not None and result.ledger.inherited_fraction == 0.0
 
 
+def test_the_modules_carrying_the_evidence_are_named(zoo: Callable[[str], Path]) -> None:
+    derived = compare(zoo("llama-a"), zoo("llama-a-ft"))
+    for module in ("mlp", "mlp (matched units)", "attention"):
+        assert derived.modules[module]["b_layers_with_evidence"] == [0, 1], module
+    assert all(c.log10_p_attention is not None and c.log10_p_attention < -6
+               for c in derived.evidence)  # fmt: skip
+    assert derived.modules["embeddings"]["kind"].startswith("alignment statistic")
+    independent = compare(zoo("llama-a"), zoo("llama-b"))
+    assert independent.modules["attention"]["b_layers_with_evidence"] == []
+    assert independent.modules["attention"]["log10_p"] > -3
+    fast = compare(zoo("llama-a"), zoo("llama-a-ft"), fast=True)
+    assert fast.modules.keys() == {"embeddings", "mlp"}  # --fast: no attention read
+
+
 def test_distillation_is_invisible_and_the_result_says_so(zoo: Callable[[str], Path]) -> None:
     result = compare(zoo("llama-a"), zoo("llama-a-distill"))
     assert not result.derived
@@ -141,7 +155,7 @@ def test_permuted_units_heads_and_residual_are_found_by_the_matched_test(
     assert _derived(result), result.reasons
     same = [c.log10_p_same_position for c in result.evidence if c.a_layer == c.b_layer]
     assert all(p is not None and p > -2 for p in same)  # the exact test is blind to it
-    assert result.tests["matched units, Bonferroni over layers"] < -50
+    assert result.tests["matched units, in half of the layers"] < -50
     assert any("permuted" in reason for reason in result.reasons)
     assert result.ledger is not None and result.ledger.changed is not None
     assert result.ledger.changed < 1e-4
@@ -257,7 +271,7 @@ def test_fast_mode_reads_a_sample_and_agrees_on_plain_relations(
     fast = compare(zoo("llama-a"), zoo("llama-a-ft"), fast=True)
     assert fast.fast and fast.derived and fast.bytes_read < full.bytes_read
     assert set(fast.tests) == {"same-position, Fisher over layers",
-                               "matched units, Bonferroni over layers"}  # fmt: skip
+                               "matched units, in half of the layers"}  # fmt: skip
     assert not compare(zoo("llama-a"), zoo("llama-b"), fast=True).derived
 
 

@@ -292,6 +292,17 @@ def test_full_profile_is_consistent_and_in_dependency_order() -> None:
         profile_specs("huge")
 
 
+def test_calibration_profile_holds_only_unseen_independent_bases() -> None:
+    calibration = check_specs(profile_specs("calibration"))
+    assert all(spec.kind == "base" and not spec.parents for spec in calibration)
+    assert len({spec.seed for spec in calibration}) == len(calibration) == 18
+    full_seeds = {spec.seed for spec in profile_specs("full") if spec.kind == "base"}
+    assert not full_seeds & {spec.seed for spec in calibration}  # models no test was tuned on
+    assert {spec.family for spec in calibration} == {"llama", "qwen2", "gpt_neox"}
+    assert {spec.data for spec in calibration} == {"corpus-a", "corpus-b"}
+    assert {spec.tokenizer for spec in calibration} == {"bpe-a", "bpe-b"}
+
+
 def test_cli_builds_from_cache_and_summarises(
     mini: ZooBuild, zoo_cache: Path, tmp_path: Path
 ) -> None:

@@ -79,6 +79,19 @@ def render_comparison(console: Console, data: dict[str, Any]) -> None:
     console.print()
     for reason in data["reasons"]:
         console.print(f"  • {reason}")
+    modules = {k: v for k, v in data.get("modules", {}).items() if "log10_p" in v}
+    if modules:
+        console.print()
+        table = Table(title="which modules carry the evidence", title_justify="left",
+                      show_edge=False)  # fmt: skip
+        for column in ("module", "test", "log10 p", "layers with evidence"):
+            table.add_column(column, justify="left" if column in ("module", "test") else "right")
+        for name, module in modules.items():
+            table.add_row(
+                name, module["kind"], f"{module['log10_p']:.1f}",
+                f"{len(module['b_layers_with_evidence'])} of {module['b_layers_tested']}",
+            )  # fmt: skip
+        console.print(table)
     ledger = data["ledger"]
     if ledger is not None and data["layer_map"]:
         console.print()

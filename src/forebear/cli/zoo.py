@@ -35,6 +35,7 @@ def _zoo() -> None:
 class Profile(StrEnum):
     mini = "mini"
     full = "full"
+    calibration = "calibration"
 
 
 def _progress(message: str) -> None:

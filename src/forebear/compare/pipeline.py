@@ -5,15 +5,17 @@
    A's basis (a few hundred rows rotated, not the whole of A).
 2. Per layer pair, every MLP of B (dense, experts) against every MLP of A:
    the same-position test (exact null) and the matched-unit test (approximate
-   null) of ``evidence``. Layer pairs: the diagonal first when depths agree;
+   null) of ``evidence``, and the same-position test of sampled value heads
+   (exact null, ``attention``). Layer pairs: the diagonal first when depths agree;
    every pair when they differ or a diagonal layer shows no evidence. Only
    one layer of A is held at a time; B's layers are held as samples of units.
 3. Combined tests, each valid on its own: Fisher over the diagonal's exact
-   p-values (per-layer unit permutations are independent under H0),
-   Bonferroni over the diagonal's matched p-values, and Bonferroni over every
-   cell for each kind when the full matrix ran. The reported p-value is the
-   Bonferroni minimum of these four (a test not run counts as p = 1), and its
-   ``null`` names the test that gave it.
+   p-values, MLP and attention (their permutations are independent under H0);
+   the diagonal's matched p-values by Rüger's order statistic at half the
+   layers; when the full matrix ran, Bonferroni over every cell's exact
+   p-value and Rüger at half of B's layers over each B layer's best matched
+   cell. The reported p-value is the Bonferroni minimum of these four (a test
+   not run counts as p = 1), and its ``null`` names the test that gave it.
 4. Layer map by monotone alignment of the cells' evidence, the ledger and the
    verdict (``verdict``).
 
@@ -27,21 +29,23 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from forebear.align.layers import align_layers
+from forebear.align.layers import LayerMap, align_layers
 from forebear.align.residual import ResidualAlignment, align_residual
 from forebear.architectures import Role
+from forebear.compare.attention import ValueHeads, attention_log10_p, value_heads
 from forebear.compare.evidence import MlpEvidence, Prepared, mlp_evidence, prepare, sample_units
 from forebear.compare.ledger import build_ledger
 from forebear.compare.result import REPORTING_LOG10_P, Comparison, LayerEvidence
 from forebear.compare.verdict import decide
 from forebear.compare.views import ReadCounter, layer_views, sampled_layer_views
 from forebear.model import Model, open_model
-from forebear.stats import bonferroni, fisher
+from forebear.stats import bonferroni, fisher, order_statistic
 
 __all__ = ["Settings", "compare"]
 
@@ -55,6 +59,7 @@ class Settings:
     fast_units: int = 64  # gate/up rows read per MLP (fast)
     embedding_rows: int = 8192  # shared-token embedding rows read (full)
     fast_embedding_rows: int = 2048
+    attention_heads: int = 8  # value heads sampled per layer (full test only)
 
     @property
     def units(self) -> int:
@@ -111,6 +116,7 @@ class _Layers:
         self.ra, self.rb = model_a.resolved, model_b.resolved
         self.rotation, self.settings, self.counter = rotation, settings, counter
         self._b: dict[int, list[Prepared]] = {}
+        self._b_heads: dict[int, ValueHeads | None] = {}
 
     def b(self, layer: int, keep: bool = True) -> list[Prepared]:
         """B's sampled units, mapped into A's basis (only the sampled rows are rotated).
@@ -129,6 +135,21 @@ class _Layers:
             self._b[layer] = found
         return found
 
+    def b_heads(self, layer: int) -> ValueHeads | None:
+        """B's sampled value heads in A's basis (small: kept for every layer)."""
+        if self.settings.fast:
+            return None
+        if layer not in self._b_heads:
+            heads = self.settings.attention_heads
+            back = self.rotation.T
+            self._b_heads[layer] = value_heads(self.rb, "b", layer, back, self.counter, heads)
+        return self._b_heads[layer]
+
+    def a_heads(self, layer: int) -> ValueHeads | None:
+        if self.settings.fast:
+            return None
+        return value_heads(self.ra, "a", layer, None, self.counter, self.settings.attention_heads)
+
     def a(self, layer: int) -> list[Prepared]:
         """A's units in its own basis: all of them, or the fast sample."""
         if self.settings.fast:
@@ -140,7 +161,10 @@ class _Layers:
 
 
 def _cell(a_layer: int, b_layer: int, a: Sequence[Prepared], b: Sequence[Prepared],
-          matched: bool) -> LayerEvidence | None:  # fmt: skip
+          matched: bool, attention: float | None = None) -> LayerEvidence | None:  # fmt: skip
+    """The evidence of one layer pair: every MLP of B against every MLP of A (the best
+    pairing reported, its p-values adjusted for the pairings tried), and ``attention``,
+    the value-row test's log10 p."""
     found: list[MlpEvidence] = [mlp_evidence(pa, pb, matched) for pb in b for pa in a]
     if not found:
         return None
@@ -174,22 +198,89 @@ def _cell(a_layer: int, b_layer: int, a: Sequence[Prepared], b: Sequence[Prepare
         ),
         units_from_a=None if kept is None else tuple(int(u) for u in kept),
         units_b_sampled=tuple(int(u) for u in best.sampled) if kept is not None else None,
+        log10_p_attention=attention,
     )
 
 
+def _half(count: int) -> int:
+    return max(1, math.ceil(count / 2))
+
+
 def _combined(cells: Sequence[LayerEvidence], diagonal: bool) -> dict[str, float]:
-    exact = [c.log10_p_same_position for c in cells if c.log10_p_same_position is not None]
-    approx = [c.log10_p_matched for c in cells if c.log10_p_matched is not None]
+    """The combined tests. Exact p-values combine by Fisher (diagonal) or Bonferroni (every
+    pair). The approximate test must hold in at least half of B's layers (Rüger's order
+    statistic, valid under any dependence): it rests on a normal tail that convergent
+    learning can fatten in a single layer pair, never in most of them at once."""
     if diagonal:
-        return {"same-position, Fisher over layers": fisher(exact),
-                "matched units, Bonferroni over layers": bonferroni(approx)}  # fmt: skip
-    return {"same-position, Bonferroni over layer pairs": bonferroni(exact),
-            "matched units, Bonferroni over layer pairs": bonferroni(approx)}  # fmt: skip
+        # Every exact p-value of every layer: independent under H0 (each is a function of
+        # its own uniformly random permutation of B's units or value rows).
+        exact = [
+            p for c in cells for p in (c.log10_p_same_position, c.log10_p_attention)
+            if p is not None
+        ]  # fmt: skip
+        approx = [c.log10_p_matched for c in cells if c.log10_p_matched is not None]
+        return {
+            "same-position, Fisher over layers": fisher(exact),
+            "matched units, in half of the layers": order_statistic(approx, _half(len(approx))),
+        }
+    exact = [c.log10_p_exact for c in cells if c.log10_p_exact is not None]
+    rows: dict[int, list[float]] = {}
+    for c in cells:
+        if c.log10_p_matched is not None:
+            rows.setdefault(c.b_layer, []).append(c.log10_p_matched)
+    best = [bonferroni(values) for values in rows.values()]  # per B layer: its best A layer
+    return {
+        "same-position, Bonferroni over layer pairs": bonferroni(exact),
+        "matched units, best A layer in half of B's layers": order_statistic(
+            best, _half(len(best))
+        ),
+    }
+
+
+def _modules(
+    cells: Mapping[tuple[int, int], LayerEvidence],
+    layer_map: LayerMap | None,
+    residual: ResidualAlignment | None,
+) -> dict[str, dict[str, Any]]:
+    """Which modules carry the evidence, over the layer pairs of the layer map (the
+    diagonal when there is no map): per module, the combined log10 p of its own tests and
+    the layers where it passes the reporting threshold on its own."""
+    if layer_map is not None and any(s is not None for s in layer_map.sources):
+        mapped = [cells[(s, j)] for j, s in enumerate(layer_map.sources)
+                  if s is not None and (s, j) in cells]  # fmt: skip
+    else:
+        mapped = [c for c in cells.values() if c.a_layer == c.b_layer]
+    found: dict[str, dict[str, Any]] = {
+        "embeddings": {
+            "kind": "alignment statistic (ranks, never decides)",
+            "fit": None if residual is None else residual.fit,
+            "shared_tokens": None if residual is None else residual.tokens,
+        }
+    }
+    mlp_label = "experts" if any(c.modules_b > 1 for c in mapped) else "mlp"
+    columns: tuple[tuple[str, str, str], ...] = (
+        (mlp_label, "log10_p_same_position", "exact (same-position units)"),
+        (f"{mlp_label} (matched units)", "log10_p_matched",
+         "approximate (matched units, held-out bulk)"),
+        ("attention", "log10_p_attention", "exact (same-position value rows)"),
+    )  # fmt: skip
+    for name, field, kind in columns:
+        values = [(c.b_layer, getattr(c, field)) for c in mapped if getattr(c, field) is not None]
+        if not values:
+            continue
+        ps: list[float] = [p for _, p in values]
+        found[name] = {
+            "kind": kind,
+            "log10_p": fisher(ps) if kind.startswith("exact") else bonferroni(ps),
+            "b_layers_with_evidence": [j for j, p in values if p <= REPORTING_LOG10_P],
+            "b_layers_tested": len(values),
+        }
+    return found
 
 
 _NULLS = {
-    "same-position": "exact: unit exchangeability under independent initialisation "
-    "(Chatterjee's bound for permutation sums)",
+    "same-position": "exact: exchangeability of MLP units and value-head rows under independent "
+    "initialisation (Chatterjee's bound for permutation sums; Monte Carlo permutations per head)",
     "matched units": "approximate: held-out bulk similarity of matched units vs re-pairings "
     "(normal approximation; calibration measured by forebear bench)",
 }
@@ -211,7 +302,8 @@ def _compare(model_a: Model, model_b: Model, settings: Settings, say: Progress,
             for layer in layers_a:
                 say(f"layer {layer + 1}/{len(layers_a)}")
                 prepared_b = store.b(layer, keep=False)  # first: B's layer is freed once sampled
-                cell = _cell(layer, layer, store.a(layer), prepared_b, matched)
+                attention = attention_log10_p(store.a_heads(layer), store.b_heads(layer))
+                cell = _cell(layer, layer, store.a(layer), prepared_b, matched, attention)
                 if cell is not None:
                     cells[(layer, layer)] = cell
             diagonal = list(cells.values())
@@ -221,10 +313,11 @@ def _compare(model_a: Model, model_b: Model, settings: Settings, say: Progress,
         if full and not settings.fast:
             for i in layers_a:
                 say(f"layer pairs: A layer {i + 1}/{len(layers_a)}")
-                prepared_a = store.a(i)
+                prepared_a, heads_a = store.a(i), store.a_heads(i)
                 for j in layers_b:
                     if (i, j) not in cells:
-                        cell = _cell(i, j, prepared_a, store.b(j), matched)
+                        attention = attention_log10_p(heads_a, store.b_heads(j))
+                        cell = _cell(i, j, prepared_a, store.b(j), matched, attention)
                         if cell is not None:
                             cells[(i, j)] = cell
             tests |= _combined(list(cells.values()), diagonal=False)
@@ -264,6 +357,7 @@ def _compare(model_a: Model, model_b: Model, settings: Settings, say: Progress,
         },
         evidence=tuple(sorted(cells.values(), key=lambda c: (c.b_layer, c.a_layer))),
         layer_map=() if layer_map is None else layer_map.sources,
+        modules=_modules(cells, layer_map, residual),
         ledger=ledger,
         tests=tests,
         bytes_read=counter.total,

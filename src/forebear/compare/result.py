@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from forebear.stats import fisher
+
 __all__ = [
     "REPORTING_LOG10_P",
     "Comparison",
@@ -69,10 +71,20 @@ class LayerEvidence:
     # matched to (-1: none) — which units a pruned model kept.
     units_from_a: tuple[int, ...] | None = None
     units_b_sampled: tuple[int, ...] | None = None
+    # Same-position test of the value rows of sampled attention heads (exact null);
+    # None: not run (fast mode, other head layouts, no value projection of its own).
+    log10_p_attention: float | None = None
+
+    @property
+    def log10_p_exact(self) -> float | None:
+        """Fisher's combination of the cell's exact tests (MLP units and value rows are
+        permuted independently under H0), or None when neither ran."""
+        found = [p for p in (self.log10_p_same_position, self.log10_p_attention) if p is not None]
+        return fisher(found) if found else None
 
     @property
     def log10_p(self) -> float:
-        found = [p for p in (self.log10_p_same_position, self.log10_p_matched) if p is not None]
+        found = [p for p in (self.log10_p_exact, self.log10_p_matched) if p is not None]
         return min(found, default=0.0)
 
 
@@ -115,6 +127,7 @@ class Comparison:
     residual: Mapping[str, Any]  # the residual map: tokens, fit, source, identity-like
     evidence: tuple[LayerEvidence, ...]
     layer_map: tuple[int | None, ...]  # per B layer, its A layer
+    modules: Mapping[str, Mapping[str, Any]]  # which modules carry the evidence
     ledger: Ledger | None
     tests: Mapping[str, float]  # each combined test's log10 p before the final Bonferroni
     bytes_read: int

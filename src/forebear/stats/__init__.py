@@ -7,6 +7,7 @@ from forebear.stats.tests import (
     bonferroni,
     fisher,
     log10_normal_sf,
+    order_statistic,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "bonferroni",
     "fisher",
     "log10_normal_sf",
+    "order_statistic",
 ]

@@ -46,6 +46,7 @@ __all__ = [
     "bonferroni",
     "fisher",
     "log10_normal_sf",
+    "order_statistic",
 ]
 
 NullKind = Literal["exact", "approximate"]
@@ -142,3 +143,18 @@ def bonferroni(log10_ps: Sequence[float]) -> float:
     if not log10_ps:
         return 0.0
     return min(0.0, min(log10_ps) + math.log10(len(log10_ps)))
+
+
+def order_statistic(log10_ps: Sequence[float], r: int) -> float:
+    """log10 of Rüger's combined p-value ``(n / r) · p_(r)``, the ``r``-th smallest of ``n``.
+
+    Valid under any dependence (Rüger 1978; Morgenstern 1980): under the joint null,
+    ``P(p_(r) ≤ t) ≤ n t / r``. ``r = 1`` is Bonferroni. A larger ``r`` asks for evidence
+    in ``r`` places at once, so one p-value from a heavier-than-assumed tail cannot decide.
+    """
+    if not log10_ps:
+        return 0.0
+    n = len(log10_ps)
+    if not 1 <= r <= n:
+        raise ValueError(f"r must lie in 1..{n}, not {r}")
+    return min(0.0, sorted(log10_ps)[r - 1] + math.log10(n / r))

@@ -12,9 +12,11 @@ merge, distillation). Every other name is looked up in
 ``params``; ``retrain_steps`` then fine-tunes the result (e.g. a permuted
 model trained a little further, a pruned one healed).
 
-Two profiles: ``mini`` (tests; ten models in about a minute on one core) and
+Three profiles: ``mini`` (tests; ten models in about a minute on one core),
 ``full`` (the benchmark: the mini models trained longer, more bases per
-family, and the registered transformations). This module owns the lists and
+family, and the registered transformations) and ``calibration`` (eighteen
+independent bases with seeds of their own: 153 distinct independent pairs for
+measuring false-positive rates on models no test was tuned on). This module owns the lists and
 their validation (``check_specs``, which also orders them parents first); it
 builds nothing.
 """
@@ -240,7 +242,30 @@ def _full() -> list[ModelSpec]:
     ]
 
 
-PROFILES: Mapping[str, Sequence[ModelSpec]] = {"mini": _core(150), "full": _full()}
+def _calibration(count: int = 18, steps: int = 600) -> list[ModelSpec]:
+    """Independent bases only, for measuring the false-positive rate of a test: every
+    pair is a distinct independent lineage pair (the full profile's 335 independent pairs
+    are 35 lineage pairs repeated through near-identical copies). Seeds, corpora and
+    tokenizers are not the full profile's, so a test tuned there is measured here on
+    models it has never seen."""
+    families = ("llama", "qwen2", "gpt_neox")
+    specs = []
+    for index in range(count):
+        family = families[index % len(families)]
+        data = ("corpus-a", "corpus-b")[(index // 3) % 2]
+        tokenizer = ("bpe-a", "bpe-b")[(index // 6) % 2]
+        specs.append(
+            _base(f"{family}-cal{index:02d}", family, 200 + index, data, tokenizer, steps,
+                  _FULL_CONFIG)
+        )  # fmt: skip
+    return specs
+
+
+PROFILES: Mapping[str, Sequence[ModelSpec]] = {
+    "mini": _core(150),
+    "full": _full(),
+    "calibration": _calibration(),
+}
 
 
 def profile_specs(profile: str) -> Sequence[ModelSpec]:
