@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from forebear.cli import app
 from forebear.compare import REPORTING_LOG10_P, Comparison, compare
+from forebear.compare.pipeline import Settings
 from forebear.zoo.build import ZooBuild
 from forebear.zoo.folders import load_folder, save_folder
 from forebear.zoo.profiles import load_transformations
@@ -209,6 +210,12 @@ def test_depth_upscaling_maps_repeated_layers(
     assert result.verdict == "derived: structurally modified"
     assert result.layer_map == (0, 1, 0, 1)
     assert result.ledger is not None and result.ledger.repeated_layers == (0, 1)
+    assert result.settings["units_all_pairs"] == 512  # the default limit: the bound is far
+    # A tight bound on what the all-pairs pass holds shrinks B's samples, not the verdict:
+    # 4 layers × 24 bytes × 64 wide per unit in 64 KiB → 10 units, raised to the floor of 16.
+    tight = compare(zoo("llama-a"), grown, settings=Settings(pair_cache_bytes=64 << 10))
+    assert tight.settings["units_all_pairs"] == 16
+    assert tight.layer_map == (0, 1, 0, 1) and tight.verdict == result.verdict
 
 
 def test_moe_upcycled_experts_match_the_dense_mlp(

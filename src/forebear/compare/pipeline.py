@@ -60,6 +60,9 @@ class Settings:
     embedding_rows: int = 8192  # shared-token embedding rows read (full)
     fast_embedding_rows: int = 2048
     attention_heads: int = 8  # value heads sampled per layer (full test only)
+    # The all-pairs pass holds every B layer's sample at once; its units per layer shrink
+    # so that this bound holds (512 units at the zoo's widths, about 85 for a 32-layer 7B).
+    pair_cache_bytes: int = 256 << 20
 
     @property
     def units(self) -> int:
@@ -108,47 +111,83 @@ def _rotation(
     return None, None, "none"
 
 
+_MIN_KEPT_UNITS = 16
+
+
+def _is_identity(matrix: np.ndarray) -> bool:
+    return (
+        matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1]
+        and bool(np.all(np.diagonal(matrix) == 1.0))
+        and int(np.count_nonzero(matrix)) == matrix.shape[0]
+    )  # fmt: skip
+
+
 class _Layers:
     """Prepared MLPs per layer: B's sampled (kept), A's whole (one layer at a time)."""
 
     def __init__(self, model_a: Model, model_b: Model, rotation: np.ndarray,
                  settings: Settings, counter: ReadCounter) -> None:  # fmt: skip
         self.ra, self.rb = model_a.resolved, model_b.resolved
-        self.rotation, self.settings, self.counter = rotation, settings, counter
+        self.settings, self.counter = settings, counter
+        # B's rows are mapped back by the transposed map; the identity map (no
+        # re-parameterisation found) costs nothing rather than a width² product per row.
+        self.back: np.ndarray | None = None if _is_identity(rotation) else rotation.T
         self._b: dict[int, list[Prepared]] = {}
         self._b_heads: dict[int, ValueHeads | None] = {}
+        self.kept_units, self.kept_heads = self._kept_sizes()
+
+    def _kept_sizes(self) -> tuple[int, int]:
+        """Units per B MLP and value heads per B layer for the all-pairs pass, which holds
+        B's samples of every layer at once: MLP rows and stripped rows (gate, up, down,
+        float32, A's width) within ``pair_cache_bytes``, value rows within a quarter of it."""
+        if self.settings.fast:
+            return self.settings.units, 0
+        hidden = self.ra.dims.hidden or self.rb.dims.hidden or 1
+        modules = (self.rb.dims.experts or 1) + (1 if self.rb.dims.shared_experts else 0)
+        per_layer = self.settings.pair_cache_bytes // max(len(self.rb.layers), 1)
+        units = per_layer // (6 * 4 * hidden * modules)
+        head_dim = self.rb.dims.head_dim or 1
+        heads = per_layer // 4 // (head_dim * 4 * hidden)
+        return (
+            int(max(_MIN_KEPT_UNITS, min(self.settings.units, units))),
+            int(max(1, min(self.settings.attention_heads, heads))),
+        )
 
     def b(self, layer: int, keep: bool = True) -> list[Prepared]:
         """B's sampled units, mapped into A's basis (only the sampled rows are rotated).
 
-        ``keep`` holds them for the all-pairs pass (about 50 MB per layer at width 4096
-        with 512 units); the diagonal pass uses each layer once and keeps nothing."""
+        ``keep`` holds them for the all-pairs pass (``kept_units`` per MLP); the diagonal
+        pass uses each layer once, with the full sample, and keeps nothing."""
         if layer in self._b:
             return self._b[layer]
-        units, back = self.settings.units, self.rotation.T
+        units = self.kept_units if keep else self.settings.units
         if self.settings.fast:
-            found = sampled_layer_views(self.rb, "b", layer, back, self.counter, units)
+            found = sampled_layer_views(self.rb, "b", layer, self.back, self.counter, units)
         else:
             views = layer_views(self.rb, "b", layer, None, self.counter)
-            found = [prepare(v, sample_units(v.units, units), True, back) for v in views]
+            found = [prepare(v, sample_units(v.units, units), True, self.back) for v in views]
         if keep:
             self._b[layer] = found
         return found
 
-    def b_heads(self, layer: int) -> ValueHeads | None:
-        """B's sampled value heads in A's basis (small: kept for every layer)."""
+    def b_heads(self, layer: int, keep: bool = True) -> ValueHeads | None:
+        """B's sampled value heads in A's basis; ``keep`` as for ``b`` (``kept_heads``)."""
         if self.settings.fast:
             return None
-        if layer not in self._b_heads:
-            heads = self.settings.attention_heads
-            back = self.rotation.T
-            self._b_heads[layer] = value_heads(self.rb, "b", layer, back, self.counter, heads)
-        return self._b_heads[layer]
+        if layer in self._b_heads:
+            return self._b_heads[layer]
+        heads = self.kept_heads if keep else self.settings.attention_heads
+        found = value_heads(self.rb, "b", layer, self.back, self.counter, heads)
+        if keep:
+            self._b_heads[layer] = found
+        return found
 
-    def a_heads(self, layer: int) -> ValueHeads | None:
+    def a_heads(self, layer: int, kept: bool = False) -> ValueHeads | None:
+        """A's value heads at the positions B's are sampled at (``kept``: all-pairs pass)."""
         if self.settings.fast:
             return None
-        return value_heads(self.ra, "a", layer, None, self.counter, self.settings.attention_heads)
+        heads = self.kept_heads if kept else self.settings.attention_heads
+        return value_heads(self.ra, "a", layer, None, self.counter, heads)
 
     def a(self, layer: int) -> list[Prepared]:
         """A's units in its own basis: all of them, or the fast sample."""
@@ -282,7 +321,8 @@ _NULLS = {
     "same-position": "exact: exchangeability of MLP units and value-head rows under independent "
     "initialisation (Chatterjee's bound for permutation sums; Monte Carlo permutations per head)",
     "matched units": "approximate: held-out bulk similarity of matched units vs re-pairings "
-    "(normal approximation; calibration measured by forebear bench)",
+    "(normal approximation per layer pair, asked of half of B's layers by Rüger's order "
+    "statistic; calibration measured by forebear bench)",
 }
 
 
@@ -294,6 +334,7 @@ def _compare(model_a: Model, model_b: Model, settings: Settings, say: Progress,
     layers_a, layers_b = list(ra.layers), list(rb.layers)
     cells: dict[tuple[int, int], LayerEvidence] = {}
     tests: dict[str, float] = {}
+    pair_units: int | None = None  # units per B layer in the all-pairs pass, when it ran
     if rotation is not None and layers_a and layers_b:
         store = _Layers(model_a, model_b, rotation, settings, counter)
         matched = not settings.fast
@@ -302,7 +343,8 @@ def _compare(model_a: Model, model_b: Model, settings: Settings, say: Progress,
             for layer in layers_a:
                 say(f"layer {layer + 1}/{len(layers_a)}")
                 prepared_b = store.b(layer, keep=False)  # first: B's layer is freed once sampled
-                attention = attention_log10_p(store.a_heads(layer), store.b_heads(layer))
+                heads_b = store.b_heads(layer, keep=False)
+                attention = attention_log10_p(store.a_heads(layer), heads_b)
                 cell = _cell(layer, layer, store.a(layer), prepared_b, matched, attention)
                 if cell is not None:
                     cells[(layer, layer)] = cell
@@ -311,9 +353,10 @@ def _compare(model_a: Model, model_b: Model, settings: Settings, say: Progress,
             threshold = REPORTING_LOG10_P - math.log10(max(len(layers_a), 1))
             full = len(diagonal) < len(layers_a) or any(c.log10_p > threshold for c in diagonal)
         if full and not settings.fast:
+            pair_units = store.kept_units
             for i in layers_a:
                 say(f"layer pairs: A layer {i + 1}/{len(layers_a)}")
-                prepared_a, heads_a = store.a(i), store.a_heads(i)
+                prepared_a, heads_a = store.a(i), store.a_heads(i, kept=True)
                 for j in layers_b:
                     if (i, j) not in cells:
                         attention = attention_log10_p(heads_a, store.b_heads(j))
@@ -363,5 +406,9 @@ def _compare(model_a: Model, model_b: Model, settings: Settings, say: Progress,
         bytes_read=counter.total,
         seconds=time.perf_counter() - started,
         fast=settings.fast,
-        settings={"max_units": settings.units, "fast": settings.fast},
+        settings={
+            "max_units": settings.units,
+            "fast": settings.fast,
+            "units_all_pairs": pair_units,
+        },
     )
