@@ -38,7 +38,7 @@ IDENTITY_FIT = 0.8
 
 @dataclass(frozen=True)
 class ResidualAlignment:
-    rotation: Array  # (hidden_a, hidden_b): x_a @ rotation ~ x_b
+    rotation: Array | None  # (hidden_a, hidden_b): x_a @ rotation ~ x_b; None: the identity
     tokens: int  # shared token strings used
     fit: float  # mean cosine of the aligned embedding rows
     source: str  # "token strings" or "token ids (no vocabularies)"
@@ -85,13 +85,12 @@ def align_residual(
     x, y = _rows(a, chosen[:, 0]), _rows(b, chosen[:, 1])
     x -= x.mean(axis=0)
     y -= y.mean(axis=0)
-    if width_a == width_b and _fit(x, y) >= IDENTITY_FIT:
-        # The embeddings already agree: no re-parameterisation to solve, and no SVD of a
-        # width × width matrix (tens of seconds at width 4096).
-        rotation = np.eye(width_a, dtype=np.float32)
-    else:
-        left, _, right = np.linalg.svd(x.T @ y, full_matrices=False)
-        rotation = left @ right
+    if width_a == width_b and (fit := _fit(x, y)) >= IDENTITY_FIT:
+        # The embeddings already agree: no re-parameterisation to solve, no SVD of a
+        # width × width matrix (tens of seconds at width 4096) and no matrix to hold.
+        return ResidualAlignment(None, len(pairs), fit, source, True, len(chosen))
+    left, _, right = np.linalg.svd(x.T @ y, full_matrices=False)
+    rotation = left @ right
     fit = _fit(x @ rotation, y)
     identity_like = width_a == width_b and float(np.mean(np.diag(rotation))) > 0.9
     return ResidualAlignment(rotation, len(pairs), fit, source, identity_like, len(chosen))

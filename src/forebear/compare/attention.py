@@ -77,7 +77,8 @@ def value_heads(
     picked = sample_units(heads, max_heads)
     positions = (picked[:, None] * head_dim + np.arange(head_dim)[None, :]).reshape(-1)
     counter.add(model, resolved, Role.ATTN_V, layer, rows=len(positions))
-    rows = resolved.read_row_set(Role.ATTN_V, layer, rows=positions).astype(np.float32)
+    # read_row_set returns a fresh array: scaled in place below, never a second copy.
+    rows = resolved.read_row_set(Role.ATTN_V, layer, rows=positions).astype(np.float32, copy=False)
     if resolved.has(Role.ATTN_NORM, layer):
         rows *= resolved.norm_scale(Role.ATTN_NORM, layer).astype(np.float32)[None, :]
     if rotation is not None:

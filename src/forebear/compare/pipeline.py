@@ -98,40 +98,35 @@ def compare(
 
 def _rotation(
     model_a: Model, model_b: Model, settings: Settings, counter: ReadCounter
-) -> tuple[np.ndarray | None, ResidualAlignment | None, str]:
+) -> tuple[bool, np.ndarray | None, ResidualAlignment | None, str]:
+    """Whether the two residual streams can be compared, the map that takes B's rows into
+    A's basis (None: the identity), the alignment found and how."""
     ra, rb = model_a.resolved, model_b.resolved
     limit = settings.fast_embedding_rows if settings.fast else settings.embedding_rows
     residual = align_residual(ra, rb, model_a.vocabulary, model_b.vocabulary, limit)
     if residual is not None:
         for name, resolved in (("a", ra), ("b", rb)):
             counter.add(name, resolved, Role.EMBED_TOKENS, None, rows=residual.rows_read)
-        return residual.rotation.astype(np.float32), residual, residual.source
+        back = None if residual.rotation is None else residual.rotation.T.astype(np.float32)
+        return True, back, residual, residual.source
     if ra.dims.hidden and ra.dims.hidden == rb.dims.hidden:
-        return np.eye(ra.dims.hidden, dtype=np.float32), None, "identity (too few shared tokens)"
-    return None, None, "none"
+        return True, None, None, "identity (too few shared tokens)"
+    return False, None, None, "none"
 
 
 _MIN_KEPT_UNITS = 16
 
 
-def _is_identity(matrix: np.ndarray) -> bool:
-    return (
-        matrix.ndim == 2 and matrix.shape[0] == matrix.shape[1]
-        and bool(np.all(np.diagonal(matrix) == 1.0))
-        and int(np.count_nonzero(matrix)) == matrix.shape[0]
-    )  # fmt: skip
-
-
 class _Layers:
     """Prepared MLPs per layer: B's sampled (kept), A's whole (one layer at a time)."""
 
-    def __init__(self, model_a: Model, model_b: Model, rotation: np.ndarray,
+    def __init__(self, model_a: Model, model_b: Model, back: np.ndarray | None,
                  settings: Settings, counter: ReadCounter) -> None:  # fmt: skip
         self.ra, self.rb = model_a.resolved, model_b.resolved
         self.settings, self.counter = settings, counter
-        # B's rows are mapped back by the transposed map; the identity map (no
+        # B's rows are mapped by the transposed residual map; None (the identity: no
         # re-parameterisation found) costs nothing rather than a width² product per row.
-        self.back: np.ndarray | None = None if _is_identity(rotation) else rotation.T
+        self.back = back
         self._b: dict[int, list[Prepared]] = {}
         self._b_heads: dict[int, ValueHeads | None] = {}
         self.kept_units, self.kept_heads = self._kept_sizes()
@@ -329,22 +324,25 @@ _NULLS = {
 def _compare(model_a: Model, model_b: Model, settings: Settings, say: Progress,
              started: float) -> Comparison:  # fmt: skip
     counter = ReadCounter()
-    rotation, residual, source = _rotation(model_a, model_b, settings, counter)
+    comparable, back, residual, source = _rotation(model_a, model_b, settings, counter)
     ra, rb = model_a.resolved, model_b.resolved
     layers_a, layers_b = list(ra.layers), list(rb.layers)
     cells: dict[tuple[int, int], LayerEvidence] = {}
     tests: dict[str, float] = {}
     pair_units: int | None = None  # units per B layer in the all-pairs pass, when it ran
-    if rotation is not None and layers_a and layers_b:
-        store = _Layers(model_a, model_b, rotation, settings, counter)
+    if comparable and layers_a and layers_b:
+        store = _Layers(model_a, model_b, back, settings, counter)
         matched = not settings.fast
         full = len(layers_a) != len(layers_b)
         if not full:
             for layer in layers_a:
                 say(f"layer {layer + 1}/{len(layers_a)}")
-                prepared_b = store.b(layer, keep=False)  # first: B's layer is freed once sampled
-                heads_b = store.b_heads(layer, keep=False)
-                attention = attention_log10_p(store.a_heads(layer), heads_b)
+                # Attention first, so its rows are freed before the MLPs are read; then B's
+                # layer, which is freed once sampled, then A's.
+                heads = store.a_heads(layer), store.b_heads(layer, keep=False)
+                attention = attention_log10_p(*heads)
+                del heads
+                prepared_b = store.b(layer, keep=False)
                 cell = _cell(layer, layer, store.a(layer), prepared_b, matched, attention)
                 if cell is not None:
                     cells[(layer, layer)] = cell
