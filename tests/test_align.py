@@ -81,6 +81,8 @@ def test_row_sets_read_exactly_what_whole_reads_hold(family: str) -> None:
         np.testing.assert_array_equal(resolved.read_row_set(role, layer, expert, rows=rows),
                                       whole[rows])  # fmt: skip
         assert resolved.shape(role, layer, expert) == whole.shape
+        empty = resolved.read_row_set(role, layer, expert, rows=np.array([], dtype=np.int64))
+        assert empty.shape == (0, whole.shape[1]) and empty.dtype == whole.dtype
         checked += 1
     assert checked > 0
     if resolved.has(Role.ATTN_NORM, 0):

@@ -323,8 +323,8 @@ class ResolvedModel:
         if not self.rows_contiguous(role, layer, expert):
             return self.read(role, layer, expert)[wanted]
         first = 0 if cut is None else cut.offset
-        if not len(wanted):
-            return self.read(role, layer, expert)[wanted]
+        if not len(wanted):  # one row read for its decoded dtype and width, none returned
+            return self.reader.read_rows(entry.tensor, first, first + 1)[:0]
         order = np.argsort(wanted, kind="stable")
         ordered = wanted[order]
         # Each block goes straight into the result: a list of many small blocks would leave
