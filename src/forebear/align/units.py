@@ -25,7 +25,14 @@ import numpy as np
 
 from forebear.formats.base import Array
 
-__all__ = ["MlpView", "StrippedRows", "normalise_rows", "strip_shared", "unit_cosines"]
+__all__ = [
+    "MlpView",
+    "StrippedRows",
+    "normalise_rows",
+    "strip_shared",
+    "top_directions",
+    "unit_cosines",
+]
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ def normalise_rows(matrix: Array) -> Array:
     return normalised
 
 
-def _top_directions(centred: Array, k: int) -> Array:
+def top_directions(centred: Array, k: int) -> Array:
     """The top ``k`` right singular vectors (k × columns): exact for small matrices, else a
     randomised range finder with power iterations (Halko et al. 2011), seeded."""
     if 4 * k >= min(centred.shape):
@@ -100,7 +107,7 @@ def strip_shared(
     rows = matrix.shape[0]
     fit = matrix if rows <= fit_rows else matrix[np.linspace(0, rows - 1, fit_rows).astype(int)]
     mean = fit.mean(axis=0, keepdims=True)
-    top = None if k <= 0 or min(fit.shape) <= k else _top_directions(fit - mean, k)
+    top = None if k <= 0 or min(fit.shape) <= k else top_directions(fit - mean, k)
     index = np.arange(rows) if keep is None else np.asarray(keep)
     out = np.empty((len(index), matrix.shape[1]), dtype=np.float32)
     for start in range(0, len(index), chunk):
@@ -131,7 +138,7 @@ class StrippedRows:
         pick = np.linspace(0, rows - 1, fit_rows).astype(int) if rows > fit_rows else None
         fit = matrix if pick is None else matrix[pick]
         mean = fit.mean(axis=0, keepdims=True).astype(np.float32)
-        top = None if k <= 0 or min(fit.shape) <= k else _top_directions(fit - mean, k)
+        top = None if k <= 0 or min(fit.shape) <= k else top_directions(fit - mean, k)
         top = None if top is None else top.astype(np.float32)
         norms = np.empty(rows, dtype=np.float64)
         for start in range(0, rows, chunk):

@@ -15,6 +15,7 @@ from forebear import __version__
 from forebear.cli.bench import bench_command
 from forebear.cli.compare import compare_command
 from forebear.cli.demo import demo_command
+from forebear.cli.fingerprint import fingerprint_command
 from forebear.cli.inspect import inspect_command
 from forebear.cli.output import Output
 from forebear.cli.zoo import zoo_app
@@ -34,6 +35,7 @@ app = typer.Typer(
 )
 app.command("inspect")(inspect_command)
 app.command("compare")(compare_command)
+app.command("fingerprint")(fingerprint_command)
 app.command("demo")(demo_command)
 app.command("bench")(bench_command)
 app.add_typer(zoo_app, name="zoo")

@@ -1,0 +1,49 @@
+"""``forebear fingerprint MODEL -o FILE``: the same-position test's inputs, without the weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from forebear.cli.output import Format, Output
+from forebear.fingerprint import fingerprint, save_fingerprint
+from forebear.model import open_model
+
+
+def fingerprint_command(
+    model: Annotated[
+        Path, typer.Argument(help="Model folder (config.json + weights) or weights file.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Fingerprint file to write.")],
+    dims: Annotated[
+        int, typer.Option("--dims", min=2, help="Canonical directions kept (at most the width).")
+    ] = 256,
+    units: Annotated[int, typer.Option("--units", min=2, help="MLP units sampled per layer.")] = 64,
+    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
+) -> None:
+    """Write a fingerprint: sampled reading rows in the model's own canonical basis, a sketch
+    of its token embeddings and its structure (a few MB for a 7B model)."""
+    with open_model(model) as opened:
+        found = fingerprint(opened, dims=dims, units=units, source=str(model))
+    written = save_fingerprint(found, out)
+    data = {
+        "fingerprint": str(written),
+        "bytes": written.stat().st_size,
+        "bytes_read": found.meta["bytes_read"],
+        "layers": sum(1 for layer in found.layers if layer is not None),
+        "dims": found.meta["settings"]["dims"],
+        "tokens": len(found.tokens),
+        "structure": found.meta["structure"],
+    }
+    Output(fmt).emit(data, _render)
+
+
+def _render(console: Console, data: dict[str, Any]) -> None:
+    console.print(
+        f"{data['fingerprint']}: {data['bytes']:,} bytes — {data['layers']} layers, "
+        f"{data['dims']} canonical directions, {data['tokens']} sketched tokens; "
+        f"{data['bytes_read']:,} bytes of weights read"
+    )

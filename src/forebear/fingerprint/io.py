@@ -1,0 +1,112 @@
+"""Fingerprint files: safetensors (no pickle, bounds-checked by forebear's own reader) with
+the description as JSON under the ``forebear.fingerprint`` metadata key.
+
+Tensors: ``embedding`` (tokens × dims, float16), and per layer ``layer.N.units``
+(int64), ``layer.N.up`` and ``layer.N.gate`` (float16). The JSON holds the
+schema name and version, the source, the files' identities, the structure,
+the settings and the sketched tokens. A file of another schema or version,
+or whose tensors disagree with its description, is refused with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from forebear.errors import CorruptCheckpointError, ForebearError
+from forebear.fingerprint.sketch import FINGERPRINT_VERSION, Fingerprint, LayerSketch
+from forebear.formats.safetensors import SafetensorsReader
+from forebear.sources.local import LocalFile
+
+__all__ = ["load_fingerprint", "save_fingerprint"]
+
+_KEY = "forebear.fingerprint"
+_HINT = "make it again with `forebear fingerprint MODEL -o FILE`"
+
+
+def save_fingerprint(found: Fingerprint, path: str | os.PathLike[str]) -> Path:
+    """Write atomically (a temporary file renamed over ``path``); returns the path."""
+    target = Path(path)
+    tensors: dict[str, np.ndarray] = {"embedding": np.ascontiguousarray(found.embedding)}
+    for index, layer in enumerate(found.layers):
+        if layer is None:
+            continue
+        tensors[f"layer.{index}.units"] = np.ascontiguousarray(layer.units, dtype=np.int64)
+        tensors[f"layer.{index}.up"] = np.ascontiguousarray(layer.up)
+        if layer.gate is not None:
+            tensors[f"layer.{index}.gate"] = np.ascontiguousarray(layer.gate)
+    description = {**found.meta, "tokens": list(found.tokens)}
+    temporary = target.with_name(f".{target.name}.tmp")
+    save_file(tensors, str(temporary), metadata={_KEY: json.dumps(description)})
+    os.replace(temporary, target)
+    return target
+
+
+def _fail(path: Path, why: str) -> ForebearError:
+    return CorruptCheckpointError(f"{path}: not a usable forebear fingerprint ({why})", hint=_HINT)
+
+
+def load_fingerprint(path: str | os.PathLike[str]) -> Fingerprint:
+    """Read a fingerprint file, checking its schema, version and shapes."""
+    source = Path(path)
+    handle = LocalFile(source)  # a missing file is reported as such
+    try:
+        reader = SafetensorsReader(handle)
+    except ForebearError as error:
+        handle.close()
+        raise _fail(source, error.message) from None
+    try:
+        raw = reader.metadata.get(_KEY)
+        if not isinstance(raw, str):
+            raise _fail(source, f"no {_KEY!r} description")
+        try:
+            meta: dict[str, Any] = json.loads(raw)
+        except json.JSONDecodeError:
+            raise _fail(source, "its description is not JSON") from None
+        if not isinstance(meta, dict) or meta.get("schema") != "forebear.fingerprint":
+            raise _fail(source, "unknown schema")
+        if meta.get("version") != FINGERPRINT_VERSION:
+            raise _fail(source, f"version {meta.get('version')!r}, this forebear reads "
+                                f"version {FINGERPRINT_VERSION}")  # fmt: skip
+        return _assemble(source, reader, meta)
+    finally:
+        reader.close()
+
+
+def _assemble(source: Path, reader: SafetensorsReader, meta: dict[str, Any]) -> Fingerprint:
+    names = set(reader.tensors())
+    tokens = meta.pop("tokens", None)
+    structure = meta.get("structure")
+    if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+        raise _fail(source, "no token list")
+    if not isinstance(structure, dict) or not isinstance(structure.get("mlp_widths"), list):
+        raise _fail(source, "no structure")
+    if "embedding" not in names:
+        raise _fail(source, "no embedding sketch")
+    embedding = reader.read("embedding")
+    dims = meta.get("settings", {}).get("dims")
+    if embedding.ndim != 2 or embedding.shape != (len(tokens), dims):
+        raise _fail(source, f"embedding sketch of shape {embedding.shape}, expected "
+                            f"({len(tokens)}, {dims})")  # fmt: skip
+    layers: list[LayerSketch | None] = []
+    for index, width in enumerate(structure["mlp_widths"]):
+        if f"layer.{index}.up" not in names:
+            layers.append(None)
+            continue
+        units = reader.read(f"layer.{index}.units")
+        up = reader.read(f"layer.{index}.up")
+        gate = reader.read(f"layer.{index}.gate") if f"layer.{index}.gate" in names else None
+        shapes_ok = (
+            isinstance(width, int) and units.ndim == 1 and up.shape == (len(units), dims)
+            and (gate is None or gate.shape == up.shape)
+            and bool(np.all((units >= 0) & (units < width)))
+        )  # fmt: skip
+        if not shapes_ok:
+            raise _fail(source, f"layer {index} does not match its description")
+        layers.append(LayerSketch(units.astype(np.int64), int(width), gate, up))
+    return Fingerprint(meta, tuple(tokens), embedding, tuple(layers))

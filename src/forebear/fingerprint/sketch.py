@@ -1,0 +1,183 @@
+"""A fingerprint: what the same-position test needs, kept without the weights.
+
+Rows of different models live in different residual bases (a rotated or
+permuted copy moves them all), so a fingerprint expresses every reading row
+in a **canonical basis intrinsic to its model**: the top ``dims`` principal
+directions of its own token embeddings, signs fixed by positive skew. A
+residual rotation of the model rotates these directions with it, so the
+coordinates survive it; a comparison then fixes what the convention cannot
+(near-equal eigenvalues, sign ties) by a ``dims × dims`` Procrustes on the
+embedding rows of token strings both fingerprints hold.
+
+Tokens are chosen by string, not id: the ``basis_tokens`` whose normalised
+forms hash lowest (a bottom-k sketch), so any two fingerprints of models that
+share most token strings pick mostly the same tokens. Units are sampled at
+positions that depend only on the MLP's width (``evidence.sample_units``), so
+two fingerprints of models of one shape line up unit for unit.
+
+This module builds fingerprints; ``io`` stores them and ``evidence`` tests them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from forebear.align.units import top_directions
+from forebear.architectures import Role
+from forebear.architectures.resolve import ResolvedModel
+from forebear.compare.evidence import sample_units
+from forebear.compare.views import ReadCounter
+from forebear.errors import ForebearError
+from forebear.formats.base import Array
+from forebear.model import Model
+
+__all__ = ["FINGERPRINT_VERSION", "Fingerprint", "LayerSketch", "fingerprint", "token_key"]
+
+FINGERPRINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LayerSketch:
+    """The sampled units of one layer's dense MLP, reading rows in canonical coordinates."""
+
+    units: Array  # (n,) int64: the unit positions sampled
+    width: int  # the MLP's width (units)
+    gate: Array | None  # (n, dims) float16, or None for an ungated MLP
+    up: Array  # (n, dims) float16
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    meta: Mapping[str, Any]  # schema, versions, source, files, structure, settings
+    tokens: tuple[str, ...]  # the sketched tokens' keys (``token_key``), in row order
+    embedding: Array  # (len(tokens), dims) float16: their rows in canonical coordinates
+    layers: tuple[LayerSketch | None, ...]  # per layer; None: no dense MLP
+
+
+def token_key(form: bytes | str) -> str:
+    """A token's normalised form as text that survives JSON: ``s:`` + text, ``b:`` + hex."""
+    return f"b:{form.hex()}" if isinstance(form, bytes) else f"s:{form}"
+
+
+def _hash_order(keys: list[str]) -> Array:
+    digests = [hashlib.blake2b(k.encode("utf-8"), digest_size=8).digest() for k in keys]
+    values = np.array([int.from_bytes(d, "big") for d in digests], dtype=np.uint64)
+    return np.argsort(values, kind="stable")
+
+
+def _selected(model: Model, limit: int) -> tuple[Array, list[str]]:
+    """Token ids and keys of the ``limit`` tokens whose keys hash lowest (ids when the model
+    has no vocabulary: then only models without one line up)."""
+    vocabulary = model.vocabulary
+    rows = model.resolved.shape(Role.EMBED_TOKENS)[0]
+    if vocabulary is None:
+        keys = [f"id:{i}" for i in range(rows)]
+    else:
+        keys = [
+            token_key(form) if i < rows and form and i not in vocabulary.gaps else ""
+            for i, form in enumerate(vocabulary.normalized)
+        ]
+    candidates = [i for i, k in enumerate(keys) if k]
+    order = _hash_order([keys[i] for i in candidates])[:limit]
+    ids = np.sort(np.array([candidates[i] for i in order], dtype=np.int64))
+    return ids, [keys[i] for i in ids]
+
+
+def _canonical_basis(rows: Array, dims: int) -> Array:
+    """(hidden, dims): top principal directions of ``rows``, each signed so that the
+    projections' third moment is positive."""
+    centred = rows - rows.mean(axis=0, keepdims=True)
+    basis = top_directions(centred, dims).T  # exact when small, else randomised and seeded
+    skew = np.sum((centred @ basis) ** 3, axis=0)
+    signs: Array = np.where(skew < 0, -1.0, 1.0)
+    oriented: Array = basis * signs[None, :]
+    return oriented
+
+
+def _layer(resolved: ResolvedModel, layer: int, basis: Array, units: int,
+           counter: ReadCounter) -> LayerSketch | None:  # fmt: skip
+    if not resolved.has(Role.MLP_UP, layer):
+        return None
+    width = resolved.shape(Role.MLP_UP, layer)[0]
+    positions = sample_units(width, units)
+    scale = None
+    if resolved.has(Role.FFN_NORM, layer):
+        scale = resolved.norm_scale(Role.FFN_NORM, layer)
+
+    def rows(role: Role) -> Array:
+        counter.add("model", resolved, role, layer, rows=len(positions))
+        matrix = resolved.read_row_set(role, layer, rows=positions).astype(np.float64)
+        if scale is not None:
+            matrix *= scale[None, :]
+        return (matrix @ basis).astype(np.float16)
+
+    gate = rows(Role.MLP_GATE) if resolved.has(Role.MLP_GATE, layer) else None
+    return LayerSketch(positions, width, gate, rows(Role.MLP_UP))
+
+
+def fingerprint(
+    model: Model,
+    *,
+    dims: int = 256,
+    units: int = 64,
+    basis_tokens: int = 8192,
+    sketch_tokens: int = 2048,
+    source: str | None = None,
+) -> Fingerprint:
+    """The fingerprint of an opened model (see the module docstring)."""
+    resolved = model.resolved
+    if not resolved.has(Role.EMBED_TOKENS) or not resolved.dims.hidden:
+        raise ForebearError(
+            f"{model.name}: no token embeddings, nothing to anchor a fingerprint's basis",
+            hint="fingerprints need a model with an embedding matrix (a decoder or encoder)",
+        )
+    counter = ReadCounter()
+    ids, keys = _selected(model, basis_tokens)
+    counter.add("model", resolved, Role.EMBED_TOKENS, None, rows=len(ids))
+    embedding = resolved.read_row_set(Role.EMBED_TOKENS, rows=ids).astype(np.float64)
+    kept = min(dims, resolved.dims.hidden, max(len(ids) - 1, 1))
+    basis = _canonical_basis(embedding, kept)
+    sketched = np.sort(_hash_order(keys)[:sketch_tokens])
+    layers = tuple(_layer(resolved, i, basis, units, counter) for i in resolved.layers)
+    structure = {
+        "family": resolved.family,
+        "hidden": resolved.dims.hidden,
+        "layers": len(resolved.layers),
+        "vocab": resolved.dims.vocab,
+        "mlp_widths": [None if s is None else s.width for s in layers],
+    }
+    meta = {
+        "schema": "forebear.fingerprint",
+        "version": FINGERPRINT_VERSION,
+        "source": source or model.name,
+        "revision": None,
+        "files": _files(model),
+        "structure": structure,
+        "settings": {
+            "dims": kept,
+            "units": units,
+            "basis_tokens": basis_tokens,
+            "sketch_tokens": sketch_tokens,
+            "hash": "blake2b-64 of token keys",
+        },
+        "bytes_read": counter.total,
+    }
+    rows = (embedding[sketched] - embedding.mean(axis=0, keepdims=True)) @ basis
+    return Fingerprint(meta, tuple(keys[i] for i in sketched), rows.astype(np.float16), layers)
+
+
+def _files(model: Model) -> list[dict[str, Any]]:
+    """Each weight file's name, size and the SHA-256 of its first 64 KiB (its header, for
+    safetensors and GGUF): enough to tell files apart without reading them whole."""
+    found = []
+    for path in model.weight_files:
+        with open(path, "rb") as handle:
+            head = handle.read(1 << 16)
+        found.append({"name": path.name, "size": path.stat().st_size,
+                      "head_sha256": hashlib.sha256(head).hexdigest()})  # fmt: skip
+    return found
