@@ -33,7 +33,7 @@ ZOO_FULL  ?= benchmarks/.work/zoo-full
 ZOO_CAL   ?= benchmarks/.work/zoo-calibration
 DNA_VENV  := benchmarks/.work/modeldna-venv
 BENCH_PATH = HF_HUB_OFFLINE=1 PATH="$$PATH:$(abspath $(DNA_VENV))/bin"
-BENCH_METHODS ?= -m forebear -m forebear-fast -m baseline-cosine -m modeldna
+BENCH_METHODS ?= -m forebear -m forebear-fast -m forebear-fingerprint -m baseline-cosine -m modeldna
 
 $(DNA_VENV)/.installed:
 	$(PYTHON) -m venv $(DNA_VENV)

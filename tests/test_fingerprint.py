@@ -155,3 +155,14 @@ def test_cli_writes_a_fingerprint_and_reports_errors_in_one_line(
     missing = CliRunner().invoke(app, ["fingerprint", str(tmp_path / "nothing"), "-o", str(out)])
     assert missing.exit_code != 0
     assert "Traceback" not in missing.output
+
+
+def test_the_bench_method_fingerprints_each_model_once(zoo: Callable[[str], Path]) -> None:
+    from forebear.bench.methods import METHODS
+
+    method = METHODS["forebear-fingerprint"]()
+    first = method.compare(zoo("llama-a"), zoo("llama-a-ft"))
+    again = method.compare(zoo("llama-a"), zoo("llama-b"))
+    assert first.verdict == "derived" and first.bytes_read is not None and first.bytes_read > 0
+    assert again.verdict == "independent"
+    assert again.bytes_read is not None and 0 < again.bytes_read < first.bytes_read  # A cached

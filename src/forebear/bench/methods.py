@@ -418,10 +418,17 @@ class ForebearCompare:
         )
 
 
+def _fingerprint_method() -> Method:
+    from forebear.bench.fingerprints import FingerprintMethod
+
+    return FingerprintMethod()
+
+
 # Registry of methods the CLI can name.
 METHODS: dict[str, Callable[[], Method]] = {
     "forebear": ForebearCompare,
     "forebear-fast": lambda: ForebearCompare(fast=True),
+    "forebear-fingerprint": _fingerprint_method,
     "baseline-cosine": CosineBaseline,
     "modeldna": modeldna,
 }
