@@ -8,12 +8,12 @@ are compared without the weights. Score: -log10 p; derived at p < 1e-6 like
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from forebear.bench.methods import Kind, MethodResult, Verdict, _short
+from forebear.bench.methods import ForebearPValue, MethodResult, Verdict, _short
+from forebear.compare.result import INCONCLUSIVE_LOG10_P, REPORTING_LOG10_P
 from forebear.errors import ForebearError
 from forebear.fingerprint import Fingerprint, compare_fingerprints, fingerprint
 from forebear.model import open_model
@@ -22,7 +22,7 @@ __all__ = ["FingerprintMethod"]
 
 
 @dataclass
-class FingerprintMethod:
+class FingerprintMethod(ForebearPValue):
     dims: int = 256
     units: int = 64
     _made: dict[Path, Fingerprint] = field(default_factory=dict, repr=False)
@@ -30,16 +30,6 @@ class FingerprintMethod:
     @property
     def name(self) -> str:
         return "forebear-fingerprint"
-
-    @property
-    def kind(self) -> Kind:
-        return "p_value"
-
-    @property
-    def threshold(self) -> float:
-        from forebear.compare import REPORTING_LOG10_P
-
-        return -REPORTING_LOG10_P
 
     @property
     def description(self) -> str:
@@ -70,10 +60,9 @@ class FingerprintMethod:
             return MethodResult(0.0, 1.0, "inconclusive", seconds, read_a + read_b,
                                 _short(evidence.reason))  # fmt: skip
         verdict: Verdict = (
-            "derived" if evidence.log10_p <= -self.threshold
-            else "inconclusive" if evidence.log10_p <= -2.0
+            "derived" if evidence.log10_p <= REPORTING_LOG10_P
+            else "inconclusive" if evidence.log10_p <= INCONCLUSIVE_LOG10_P
             else "independent"
         )  # fmt: skip
-        p_value = 10.0**evidence.log10_p
-        score = math.inf if evidence.log10_p == -math.inf else -evidence.log10_p
-        return MethodResult(score, p_value, verdict, seconds, read_a + read_b)
+        return MethodResult(self.score(evidence.log10_p), 10.0**evidence.log10_p, verdict,
+                            seconds, read_a + read_b)  # fmt: skip

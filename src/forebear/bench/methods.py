@@ -45,6 +45,7 @@ __all__ = [
     "CosineBaseline",
     "ExternalCommand",
     "ForebearCompare",
+    "ForebearPValue",
     "Kind",
     "Method",
     "MethodResult",
@@ -371,15 +372,9 @@ def modeldna() -> ExternalCommand:
 # ---------------------------------------------------------------- forebear's own
 
 
-@dataclass(frozen=True)
-class ForebearCompare:
-    """``forebear.compare``: score -log10 p; derived at p < 1e-6, its reporting threshold."""
-
-    fast: bool = False
-
-    @property
-    def name(self) -> str:
-        return "forebear-fast" if self.fast else "forebear"
+class ForebearPValue:
+    """What forebear's p-value methods share: score -log10 p, derived at p < 1e-6 (the
+    comparison's reporting threshold)."""
 
     @property
     def kind(self) -> Kind:
@@ -390,6 +385,21 @@ class ForebearCompare:
         from forebear.compare import REPORTING_LOG10_P
 
         return -REPORTING_LOG10_P
+
+    @staticmethod
+    def score(log10_p: float) -> float:
+        return math.inf if log10_p == -math.inf else -log10_p
+
+
+@dataclass(frozen=True)
+class ForebearCompare(ForebearPValue):
+    """``forebear.compare``."""
+
+    fast: bool = False
+
+    @property
+    def name(self) -> str:
+        return "forebear-fast" if self.fast else "forebear"
 
     @property
     def description(self) -> str:
@@ -412,10 +422,10 @@ class ForebearCompare:
             else "inconclusive" if found.verdict == "inconclusive"
             else "independent"
         )  # fmt: skip
-        score = math.inf if found.log10_p == -math.inf else -found.log10_p
         return MethodResult(
-            score, found.p_value, verdict, time.perf_counter() - start, found.bytes_read
-        )
+            self.score(found.log10_p), found.p_value, verdict, time.perf_counter() - start,
+            found.bytes_read,
+        )  # fmt: skip
 
 
 def _fingerprint_method() -> Method:

@@ -36,7 +36,7 @@ from forebear.align.units import normalise_rows
 from forebear.architectures import Role
 from forebear.architectures.resolve import ResolvedModel
 from forebear.compare.evidence import sample_units
-from forebear.compare.views import ReadCounter
+from forebear.compare.views import ReadCounter, norm_scale, reading_rows
 from forebear.formats.base import Array
 from forebear.stats import fisher
 
@@ -77,13 +77,10 @@ def value_heads(
     picked = sample_units(heads, max_heads)
     positions = (picked[:, None] * head_dim + np.arange(head_dim)[None, :]).reshape(-1)
     counter.add(model, resolved, Role.ATTN_V, layer, rows=len(positions))
-    # read_row_set returns a fresh array: scaled in place below, never a second copy.
+    # read_row_set returns a fresh array: scaled in place, never a second copy.
     rows = resolved.read_row_set(Role.ATTN_V, layer, rows=positions).astype(np.float32, copy=False)
-    if resolved.has(Role.ATTN_NORM, layer):
-        rows *= resolved.norm_scale(Role.ATTN_NORM, layer).astype(np.float32)[None, :]
-    if rotation is not None:
-        rows = np.asarray(rows @ rotation, dtype=np.float32)
-    return ValueHeads(picked, head_dim, rows)
+    scale = norm_scale(resolved, layer, Role.ATTN_NORM)
+    return ValueHeads(picked, head_dim, reading_rows(rows, scale, rotation))
 
 
 def _head_log10_p(scores: Array, rng: np.random.Generator) -> float:

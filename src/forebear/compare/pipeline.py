@@ -31,7 +31,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -115,6 +115,17 @@ def _rotation(
 
 
 _MIN_KEPT_UNITS = 16
+_T = TypeVar("_T")
+
+
+def _held(cache: dict[int, _T], layer: int, keep: bool, read: Callable[[], _T]) -> _T:
+    """``cache[layer]`` when held; else ``read()``, held when ``keep``."""
+    if layer in cache:
+        return cache[layer]
+    found = read()
+    if keep:
+        cache[layer] = found
+    return found
 
 
 class _Layers:
@@ -153,29 +164,26 @@ class _Layers:
 
         ``keep`` holds them for the all-pairs pass (``kept_units`` per MLP); the diagonal
         pass uses each layer once, with the full sample, and keeps nothing."""
-        if layer in self._b:
-            return self._b[layer]
         units = self.kept_units if keep else self.settings.units
-        if self.settings.fast:
-            found = sampled_layer_views(self.rb, "b", layer, self.back, self.counter, units)
-        else:
+
+        def read() -> list[Prepared]:
+            if self.settings.fast:
+                return sampled_layer_views(self.rb, "b", layer, self.back, self.counter, units)
             views = layer_views(self.rb, "b", layer, None, self.counter)
-            found = [prepare(v, sample_units(v.units, units), True, self.back) for v in views]
-        if keep:
-            self._b[layer] = found
-        return found
+            return [prepare(v, sample_units(v.units, units), True, self.back) for v in views]
+
+        return _held(self._b, layer, keep, read)
 
     def b_heads(self, layer: int, keep: bool = True) -> ValueHeads | None:
         """B's sampled value heads in A's basis; ``keep`` as for ``b`` (``kept_heads``)."""
         if self.settings.fast:
             return None
-        if layer in self._b_heads:
-            return self._b_heads[layer]
         heads = self.kept_heads if keep else self.settings.attention_heads
-        found = value_heads(self.rb, "b", layer, self.back, self.counter, heads)
-        if keep:
-            self._b_heads[layer] = found
-        return found
+
+        def read() -> ValueHeads | None:
+            return value_heads(self.rb, "b", layer, self.back, self.counter, heads)
+
+        return _held(self._b_heads, layer, keep, read)
 
     def a_heads(self, layer: int, kept: bool = False) -> ValueHeads | None:
         """A's value heads at the positions B's are sampled at (``kept``: all-pairs pass)."""

@@ -22,7 +22,13 @@ from forebear.architectures.resolve import ResolvedModel
 from forebear.compare.evidence import Prepared, sample_units
 from forebear.formats.base import Array
 
-__all__ = ["ReadCounter", "layer_views", "sampled_layer_views"]
+__all__ = [
+    "ReadCounter",
+    "layer_views",
+    "norm_scale",
+    "reading_rows",
+    "sampled_layer_views",
+]
 
 
 @dataclass
@@ -65,13 +71,14 @@ _EXPERT = (Role.MOE_EXPERT_GATE, Role.MOE_EXPERT_UP, Role.MOE_EXPERT_DOWN)
 _SHARED = (Role.MOE_SHARED_GATE, Role.MOE_SHARED_UP, Role.MOE_SHARED_DOWN)
 
 
-def _norm_scale(resolved: ResolvedModel, layer: int) -> Array | None:
-    if resolved.has(Role.FFN_NORM, layer):
-        return resolved.norm_scale(Role.FFN_NORM, layer).astype(np.float32)
+def norm_scale(resolved: ResolvedModel, layer: int, role: Role = Role.FFN_NORM) -> Array | None:
+    """The scale of the norm before the rows that read the stream (float32), or None."""
+    if resolved.has(role, layer):
+        return resolved.norm_scale(role, layer).astype(np.float32)
     return None
 
 
-def _reading(matrix: Array, scale: Array | None, rotation: Array | None) -> Array:
+def reading_rows(matrix: Array, scale: Array | None, rotation: Array | None) -> Array:
     """Rows that read the stream, with the norm scale folded in (in place: every read
     returns a fresh array) and mapped by ``rotation`` when given."""
     if scale is not None:
@@ -99,11 +106,11 @@ def _view(
         return read_float32(resolved, role, layer, expert)
 
     gate = (
-        _reading(read(gate_role), scale, rotation)
+        reading_rows(read(gate_role), scale, rotation)
         if resolved.has(gate_role, layer, expert)
         else None
     )
-    up = _reading(read(up_role), scale, rotation)
+    up = reading_rows(read(up_role), scale, rotation)
     down = read(down_role).T
     if rotation is not None:
         down = down @ rotation
@@ -122,7 +129,7 @@ def layer_views(
     counter: ReadCounter,
 ) -> list[MlpView]:
     """Every MLP of ``layer``; ``rotation`` maps this model's rows into the other's basis."""
-    scale = _norm_scale(resolved, layer)
+    scale = norm_scale(resolved, layer)
     found: list[MlpView] = []
     dense = _view(resolved, model, "mlp", _DENSE, layer, None, scale, rotation, counter)
     if dense is not None:
@@ -154,12 +161,12 @@ def sampled_layer_views(
         return []
     width = resolved.shape(up_role, layer)[0]
     positions = sample_units(width, units)
-    scale = _norm_scale(resolved, layer)
+    scale = norm_scale(resolved, layer)
 
     def rows(role: Role) -> Array:
         counter.add(model, resolved, role, layer, rows=len(positions))
         matrix = resolved.read_row_set(role, layer, rows=positions).astype(np.float32, copy=False)
-        return _reading(matrix, scale, rotation)
+        return reading_rows(matrix, scale, rotation)
 
     gate = rows(gate_role) if resolved.has(gate_role, layer) else None
     hidden = resolved.dims.hidden or 0

@@ -30,8 +30,7 @@ import numpy as np
 from forebear.align.units import top_directions
 from forebear.architectures import Role
 from forebear.architectures.resolve import ResolvedModel
-from forebear.compare.evidence import sample_units
-from forebear.compare.views import ReadCounter
+from forebear.compare.views import ReadCounter, sampled_layer_views
 from forebear.errors import ForebearError
 from forebear.formats.base import Array
 from forebear.model import Model
@@ -101,23 +100,14 @@ def _canonical_basis(rows: Array, dims: int) -> Array:
 
 def _layer(resolved: ResolvedModel, layer: int, basis: Array, units: int,
            counter: ReadCounter) -> LayerSketch | None:  # fmt: skip
-    if not resolved.has(Role.MLP_UP, layer):
+    """The dense MLP's gate and up rows at the fast test's positions, norm folded, in the
+    canonical basis (``sampled_layer_views`` with the basis as the map)."""
+    found = sampled_layer_views(resolved, "model", layer, basis.astype(np.float32), counter, units)
+    if not found:
         return None
-    width = resolved.shape(Role.MLP_UP, layer)[0]
-    positions = sample_units(width, units)
-    scale = None
-    if resolved.has(Role.FFN_NORM, layer):
-        scale = resolved.norm_scale(Role.FFN_NORM, layer)
-
-    def rows(role: Role) -> Array:
-        counter.add("model", resolved, role, layer, rows=len(positions))
-        matrix = resolved.read_row_set(role, layer, rows=positions).astype(np.float64)
-        if scale is not None:
-            matrix *= scale[None, :]
-        return (matrix @ basis).astype(np.float16)
-
-    gate = rows(Role.MLP_GATE) if resolved.has(Role.MLP_GATE, layer) else None
-    return LayerSketch(positions, width, gate, rows(Role.MLP_UP))
+    gate, up, _ = found[0].raw
+    as16 = None if gate is None else gate.astype(np.float16)
+    return LayerSketch(found[0].kept, found[0].units, as16, up.astype(np.float16))
 
 
 def fingerprint(
