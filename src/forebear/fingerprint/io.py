@@ -16,22 +16,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import save_file
+from safetensors.numpy import save
 
 from forebear.errors import CorruptCheckpointError, ForebearError
 from forebear.fingerprint.sketch import FINGERPRINT_VERSION, Fingerprint, LayerSketch
 from forebear.formats.safetensors import SafetensorsReader
+from forebear.sources.base import ByteSource
 from forebear.sources.local import LocalFile
+from forebear.sources.memory import MemorySource
 
-__all__ = ["load_fingerprint", "save_fingerprint"]
+__all__ = ["fingerprint_from_bytes", "fingerprint_to_bytes", "load_fingerprint", "save_fingerprint"]
 
 _KEY = "forebear.fingerprint"
 _HINT = "make it again with `forebear fingerprint MODEL -o FILE`"
 
 
-def save_fingerprint(found: Fingerprint, path: str | os.PathLike[str]) -> Path:
-    """Write atomically (a temporary file renamed over ``path``); returns the path."""
-    target = Path(path)
+def fingerprint_to_bytes(found: Fingerprint) -> bytes:
+    """The fingerprint file's bytes (what ``save_fingerprint`` writes, what an index stores)."""
     tensors: dict[str, np.ndarray] = {"embedding": np.ascontiguousarray(found.embedding)}
     for index, layer in enumerate(found.layers):
         if layer is None:
@@ -41,20 +42,33 @@ def save_fingerprint(found: Fingerprint, path: str | os.PathLike[str]) -> Path:
         if layer.gate is not None:
             tensors[f"layer.{index}.gate"] = np.ascontiguousarray(layer.gate)
     description = {**found.meta, "tokens": list(found.tokens)}
+    return bytes(save(tensors, metadata={_KEY: json.dumps(description)}))
+
+
+def save_fingerprint(found: Fingerprint, path: str | os.PathLike[str]) -> Path:
+    """Write atomically (a temporary file renamed over ``path``); returns the path."""
+    target = Path(path)
     temporary = target.with_name(f".{target.name}.tmp")
-    save_file(tensors, str(temporary), metadata={_KEY: json.dumps(description)})
+    temporary.write_bytes(fingerprint_to_bytes(found))
     os.replace(temporary, target)
     return target
 
 
-def _fail(path: Path, why: str) -> ForebearError:
+def _fail(path: Path | str, why: str) -> ForebearError:
     return CorruptCheckpointError(f"{path}: not a usable forebear fingerprint ({why})", hint=_HINT)
 
 
 def load_fingerprint(path: str | os.PathLike[str]) -> Fingerprint:
     """Read a fingerprint file, checking its schema, version and shapes."""
-    source = Path(path)
-    handle = LocalFile(source)  # a missing file is reported as such
+    return _load(LocalFile(path), Path(path))  # a missing file is reported as such
+
+
+def fingerprint_from_bytes(data: bytes, name: str = "<fingerprint>") -> Fingerprint:
+    """A fingerprint from the bytes ``fingerprint_to_bytes`` made (checked like a file)."""
+    return _load(MemorySource(data, name), name)
+
+
+def _load(handle: ByteSource, source: Path | str) -> Fingerprint:
     try:
         reader = SafetensorsReader(handle)
     except ForebearError as error:
@@ -78,7 +92,7 @@ def load_fingerprint(path: str | os.PathLike[str]) -> Fingerprint:
         reader.close()
 
 
-def _assemble(source: Path, reader: SafetensorsReader, meta: dict[str, Any]) -> Fingerprint:
+def _assemble(source: Path | str, reader: SafetensorsReader, meta: dict[str, Any]) -> Fingerprint:
     names = set(reader.tensors())
     tokens = meta.pop("tokens", None)
     structure = meta.get("structure")

@@ -35,7 +35,14 @@ from forebear.errors import ForebearError
 from forebear.formats.base import Array
 from forebear.model import Model
 
-__all__ = ["FINGERPRINT_VERSION", "Fingerprint", "LayerSketch", "fingerprint", "token_key"]
+__all__ = [
+    "FINGERPRINT_VERSION",
+    "Fingerprint",
+    "LayerSketch",
+    "fingerprint",
+    "hash_order",
+    "token_key",
+]
 
 FINGERPRINT_VERSION = 1
 
@@ -63,7 +70,7 @@ def token_key(form: bytes | str) -> str:
     return f"b:{form.hex()}" if isinstance(form, bytes) else f"s:{form}"
 
 
-def _hash_order(keys: list[str]) -> Array:
+def hash_order(keys: list[str]) -> Array:
     digests = [hashlib.blake2b(k.encode("utf-8"), digest_size=8).digest() for k in keys]
     values = np.array([int.from_bytes(d, "big") for d in digests], dtype=np.uint64)
     return np.argsort(values, kind="stable")
@@ -82,7 +89,7 @@ def _selected(model: Model, limit: int) -> tuple[Array, list[str]]:
             for i, form in enumerate(vocabulary.normalized)
         ]
     candidates = [i for i, k in enumerate(keys) if k]
-    order = _hash_order([keys[i] for i in candidates])[:limit]
+    order = hash_order([keys[i] for i in candidates])[:limit]
     ids = np.sort(np.array([candidates[i] for i in order], dtype=np.int64))
     return ids, [keys[i] for i in ids]
 
@@ -132,7 +139,7 @@ def fingerprint(
     embedding = resolved.read_row_set(Role.EMBED_TOKENS, rows=ids).astype(np.float64)
     kept = min(dims, resolved.dims.hidden, max(len(ids) - 1, 1))
     basis = _canonical_basis(embedding, kept)
-    sketched = np.sort(_hash_order(keys)[:sketch_tokens])
+    sketched = np.sort(hash_order(keys)[:sketch_tokens])
     layers = tuple(_layer(resolved, i, basis, units, counter) for i in resolved.layers)
     structure = {
         "family": resolved.family,
