@@ -13,7 +13,8 @@ Each class also inherits the builtin a caller would naturally catch, so
     ├── ArchitectureError       (LookupError)         exit 7  tensors cannot be named by role
     │   ├── UnknownArchitectureError                  exit 7  no definition fits
     │   └── DefinitionError                           exit 7  a definition breaks the schema
-    └── TokenizerError          (ValueError)          exit 8  an unreadable vocabulary file
+    ├── TokenizerError          (ValueError)          exit 8  an unreadable vocabulary file
+    └── RemoteError             (ConnectionError)     exit 9  a hub or URL that cannot be read
 
 A message names the file first and ends with the way out, so the CLI can print
 ``str(error)`` as its one line: ``PATH: what is wrong — what to do``.
@@ -30,6 +31,7 @@ __all__ = [
     "ForebearError",
     "InputNotFoundError",
     "LimitExceededError",
+    "RemoteError",
     "TensorNotFoundError",
     "TokenizerError",
     "UnknownArchitectureError",
@@ -125,3 +127,9 @@ class TokenizerError(ForebearError, ValueError):
     """A tokenizer file that cannot be read as a vocabulary."""
 
     exit_code = 8
+
+
+class RemoteError(ForebearError, ConnectionError):
+    """A hub repository or URL that cannot be read: network, refused token, offline mode."""
+
+    exit_code = 9

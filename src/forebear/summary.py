@@ -50,7 +50,7 @@ def summarize(model: Model) -> dict[str, Any]:
         "model": model.name,
         "format": reader.format,
         "family": resolved.family,
-        "files": [str(path) for path in model.weight_files],
+        "files": [file.where for file in model.weight_files],
         "bytes_on_disk": model.bytes_on_disk,
         "parameters": sum(info.numel for info in tensors.values()),
         "tensors": len(tensors),

@@ -9,6 +9,7 @@ experts) and reports coverage. It reads tensor data only on ``read``.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -327,20 +328,19 @@ class ResolvedModel:
             return self.reader.read_rows(entry.tensor, first, first + 1)[:0]
         order = np.argsort(wanted, kind="stable")
         ordered = wanted[order]
+        cuts = [0, *(np.flatnonzero(np.diff(ordered) > 1) + 1).tolist(), len(ordered)]
+        runs = [(int(ordered[a]), int(ordered[b - 1]) + 1) for a, b in itertools.pairwise(cuts)]
+        hint = getattr(self.reader, "prefetch_rows", None)
+        if hint is not None:  # a remote source fetches every run at once, in parallel
+            hint(entry.tensor, [(first + low, first + high) for low, high in runs])
         # Each block goes straight into the result: a list of many small blocks would leave
         # the allocator's heap fragmented (hundreds of MB of RSS for spread-out rows).
         result: Array | None = None
-        start = 0
-        while start < len(ordered):
-            stop = start + 1
-            while stop < len(ordered) and ordered[stop] <= ordered[stop - 1] + 1:
-                stop += 1
-            low, high = int(ordered[start]), int(ordered[stop - 1]) + 1
+        for (start, stop), (low, high) in zip(itertools.pairwise(cuts), runs, strict=True):
             block = self.reader.read_rows(entry.tensor, first + low, first + high)
             if result is None:
                 result = np.empty((len(wanted), *block.shape[1:]), dtype=block.dtype)
             result[order[start:stop]] = block[ordered[start:stop] - low]
-            start = stop
         assert result is not None
         return result
 

@@ -15,7 +15,8 @@ from forebear.model import open_model
 
 def fingerprint_command(
     model: Annotated[
-        Path, typer.Argument(help="Model folder (config.json + weights) or weights file.")
+        str,
+        typer.Argument(help="Model folder, weights file, hub id org/name[@revision] or https URL."),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Fingerprint file to write.")],
     dims: Annotated[
@@ -23,11 +24,17 @@ def fingerprint_command(
     ] = 256,
     units: Annotated[int, typer.Option("--units", min=2, help="MLP units sampled per layer.")] = 64,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="Hub or server token (default: HF_TOKEN or the saved login)."),
+    ] = None,
 ) -> None:
     """Write a fingerprint: sampled reading rows in the model's own canonical basis, a sketch
     of its token embeddings and its structure (a few MB for a 7B model)."""
-    with open_model(model) as opened:
-        found = fingerprint(opened, dims=dims, units=units, source=str(model))
+    with open_model(model, token=token) as opened:
+        source = str(Path(model)) if Path(model).exists() else model  # local: as before
+        found = fingerprint(opened, dims=dims, units=units, source=source)
+        traffic = opened.traffic()
     written = save_fingerprint(found, out)
     data = {
         "fingerprint": str(written),
@@ -38,6 +45,13 @@ def fingerprint_command(
         "tokens": len(found.tokens),
         "structure": found.meta["structure"],
     }
+    if traffic is not None:  # a remote model: what reading it cost on the network
+        data |= {
+            "revision": found.meta["revision"],
+            "bytes_fetched": traffic.bytes_fetched,
+            "bytes_cached": traffic.bytes_cached,
+            "requests": traffic.requests,
+        }
     Output(fmt).emit(data, _render)
 
 
@@ -46,4 +60,9 @@ def _render(console: Console, data: dict[str, Any]) -> None:
         f"{data['fingerprint']}: {data['bytes']:,} bytes — {data['layers']} layers, "
         f"{data['dims']} canonical directions, {data['tokens']} sketched tokens; "
         f"{data['bytes_read']:,} bytes of weights read"
+        + (
+            f", {data['bytes_fetched']:,} fetched in {data['requests']} requests"
+            if "bytes_fetched" in data
+            else ""
+        )
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import dataclasses
 from typing import Annotated, Any
 
 import typer
@@ -16,14 +16,23 @@ from forebear.summary import summarize
 
 def inspect_command(
     model: Annotated[
-        Path, typer.Argument(help="Model folder (config.json + weights) or weights file.")
+        str,
+        typer.Argument(help="Model folder, weights file, hub id org/name[@revision] or https URL."),
     ],
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
     tensors: Annotated[bool, typer.Option("--tensors", help="Also list every tensor.")] = False,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", help="Hub or server token (default: HF_TOKEN or the saved login)."),
+    ] = None,
 ) -> None:
     """Family, dimensions, dtypes, size and role coverage of a checkpoint (headers only)."""
-    with open_model(model) as opened:
+    with open_model(model, token=token) as opened:
         data = summarize(opened)
+        traffic = opened.traffic()
+        if traffic is not None:
+            data["revision"] = opened.revision
+            data["traffic"] = dataclasses.asdict(traffic)
         if tensors:
             data["tensor_list"] = [
                 {"name": info.name, "dtype": info.dtype, "shape": list(info.shape)}
@@ -58,6 +67,13 @@ def render_summary(console: Console, data: dict[str, Any]) -> None:
     overview.add_row("family", data["family"])
     overview.add_row("format", f"{data['format']} ({len(data['files'])} file(s))")
     overview.add_row("size on disk", _human_bytes(data["bytes_on_disk"]))
+    if "traffic" in data:
+        traffic, revision = data["traffic"], data["revision"]
+        overview.add_row(
+            "fetched",
+            f"{_human_bytes(traffic['bytes_fetched'])} in {traffic['requests']} requests"
+            + (f" (commit {revision})" if revision else ""),
+        )
     overview.add_row(
         "parameters", f"{_human_count(data['parameters'])} in {data['tensors']} tensors"
     )

@@ -70,10 +70,15 @@ def token_key(form: bytes | str) -> str:
     return f"b:{form.hex()}" if isinstance(form, bytes) else f"s:{form}"
 
 
-def hash_order(keys: list[str]) -> Array:
+def token_hashes(keys: list[str]) -> Array:
+    """(len(keys),) uint64: the blake2b-64 hash of each key, the order the sketches use."""
     digests = [hashlib.blake2b(k.encode("utf-8"), digest_size=8).digest() for k in keys]
-    values = np.array([int.from_bytes(d, "big") for d in digests], dtype=np.uint64)
-    return np.argsort(values, kind="stable")
+    return np.array([int.from_bytes(d, "big") for d in digests], dtype=np.uint64)
+
+
+def hash_order(keys: list[str]) -> Array:
+    """Indices of ``keys`` from the lowest hash up (the bottom-k order)."""
+    return np.argsort(token_hashes(keys), kind="stable")
 
 
 def _selected(model: Model, limit: int) -> tuple[Array, list[str]]:
@@ -147,12 +152,14 @@ def fingerprint(
         "layers": len(resolved.layers),
         "vocab": resolved.dims.vocab,
         "mlp_widths": [None if s is None else s.width for s in layers],
+        "experts": resolved.dims.experts or 0,
+        "dtypes": sorted({str(model.reader.tensors()[e.tensor].dtype) for e in resolved.entries}),
     }
     meta = {
         "schema": "forebear.fingerprint",
         "version": FINGERPRINT_VERSION,
         "source": source or model.name,
-        "revision": None,
+        "revision": model.revision,
         "files": _files(model),
         "structure": structure,
         "settings": {
@@ -170,11 +177,15 @@ def fingerprint(
 
 def _files(model: Model) -> list[dict[str, Any]]:
     """Each weight file's name, size and the SHA-256 of its first 64 KiB (its header, for
-    safetensors and GGUF): enough to tell files apart without reading them whole."""
+    safetensors and GGUF): enough to tell files apart without reading them whole. Read
+    through the model's location, so a remote file costs one ranged read (often cached)."""
     found = []
-    for path in model.weight_files:
-        with open(path, "rb") as handle:
-            head = handle.read(1 << 16)
-        found.append({"name": path.name, "size": path.stat().st_size,
+    for file in model.weight_files:
+        source = model.open_weight(file)
+        try:
+            head = source.read(0, min(1 << 16, source.size))
+        finally:
+            source.close()
+        found.append({"name": file.name, "size": file.size,
                       "head_sha256": hashlib.sha256(head).hexdigest()})  # fmt: skip
     return found

@@ -10,7 +10,8 @@ given. Parsing ``quantization_config`` and wrapping the reader belong to ``forma
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,13 +19,34 @@ from forebear.errors import CorruptCheckpointError
 from forebear.formats._layout import FLOAT_DTYPES, Layout
 from forebear.formats.base import Array, CheckpointReader, TensorInfo
 
-__all__ = ["DEFAULT_BLOCK", "FP8_DTYPES", "fp8_layout"]
+__all__ = ["DEFAULT_BLOCK", "FP8_DTYPES", "ScaledLayout", "fp8_layout"]
 
 FP8_DTYPES = ("F8_E4M3", "F8_E5M2")
 # DeepSeek-V3's weight_block_size, assumed when no quantization_config gives one.
 DEFAULT_BLOCK = (128, 128)
 # Checked in this order: a tensor with both siblings is read as block-scaled.
 _SCALE_SUFFIXES = (("_scale_inv", True), ("_scale", False))
+
+
+@dataclass(frozen=True)
+class ScaledLayout(Layout):
+    """An FP8 layout that also says which stored rows a run of its rows reads."""
+
+    scale: TensorInfo
+    blocked: bool
+    block: tuple[int, int]
+
+    def prefetch(self, reader: CheckpointReader, runs: Sequence[tuple[int, int]]) -> None:
+        """Hint ``reader`` at the weight's rows and at the scale rows they are scaled by."""
+        hint = getattr(reader, "prefetch_rows", None)
+        if hint is None:
+            return
+        hint(self.info.name, runs)
+        if self.blocked and len(self.info.shape) == 2:
+            rows = self.block[0]
+            hint(self.scale.name, [(start // rows, -(-stop // rows)) for start, stop in runs])
+        elif self.blocked or self.scale.shape[:1] == self.info.shape[:1]:
+            hint(self.scale.name, runs)  # one scale row (or block grid) per weight row
 
 
 def fp8_layout(
@@ -67,7 +89,7 @@ def _scaled_layout(
     logical = TensorInfo(
         info.name, f"{info.dtype}_{kind}", shape, info.spans + scale.spans, (info.name, scale.name)
     )
-    return Layout(logical, rows_of)
+    return ScaledLayout(logical, rows_of, scale, blocked, block)
 
 
 def _scales(

@@ -23,7 +23,7 @@ through the wrapped reader. It also owns ``quantization_config`` parsing and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ import numpy as np
 from forebear.errors import CorruptCheckpointError, UnsupportedFormatError
 from forebear.formats._layout import FLOAT_DTYPES, Layout
 from forebear.formats.base import Array, BaseReader, CheckpointReader, TensorInfo
-from forebear.formats.fp8 import DEFAULT_BLOCK, fp8_layout
+from forebear.formats.fp8 import DEFAULT_BLOCK, ScaledLayout, fp8_layout
 
 __all__ = ["QuantizedReader", "dequantizing"]
 
@@ -362,6 +362,18 @@ class QuantizedReader(BaseReader):
         if layout is None:
             return self._inner.read_rows(name, start, stop)
         return layout.rows(self._inner, start, stop)
+
+    def prefetch_rows(self, name: str, runs: Sequence[tuple[int, int]]) -> None:
+        """Pass the hint on: as is for a plain tensor, as the weight's and its scales' rows
+        for an FP8 layout that knows them; packed GPTQ/AWQ layouts read whole tensors."""
+        self.info(name)
+        layout = self._layouts.get(name)
+        if layout is None:
+            hint = getattr(self._inner, "prefetch_rows", None)
+            if hint is not None:
+                hint(name, runs)
+        elif isinstance(layout, ScaledLayout):
+            layout.prefetch(self._inner, runs)
 
     def close(self) -> None:
         self._inner.close()

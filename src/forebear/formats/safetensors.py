@@ -19,7 +19,7 @@ import itertools
 import json
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from forebear.errors import (
@@ -199,6 +199,17 @@ class SafetensorsReader(BaseReader):
         stride = math.prod(info.shape[1:]) * self._itemsize(info)
         raw = self._source.read(info.spans[0].offset + start * stride, (stop - start) * stride)
         return self._decode(info, raw, (stop - start, *info.shape[1:]))
+
+    def prefetch_rows(self, name: str, runs: Sequence[tuple[int, int]]) -> None:
+        """Hint that rows ``[start, stop)`` of each run are about to be read: a source that
+        can fetch ahead (``prefetch``, a remote file) fetches their bytes in one go."""
+        prefetch = getattr(self._source, "prefetch", None)
+        if prefetch is None:
+            return
+        info = self.info(name)
+        stride = math.prod(info.shape[1:]) * self._itemsize(info)
+        base = info.spans[0].offset
+        prefetch([(base + start * stride, (stop - start) * stride) for start, stop in runs])
 
     @staticmethod
     def _itemsize(info: TensorInfo) -> int:

@@ -63,6 +63,13 @@ class CompositeReader(BaseReader):
         self.info(name)
         return self._owner[name].read_rows(name, start, stop)
 
+    def prefetch_rows(self, name: str, runs: Sequence[tuple[int, int]]) -> None:
+        """Pass the hint to the shard holding ``name`` (ignored when it takes none)."""
+        self.info(name)
+        hint = getattr(self._owner[name], "prefetch_rows", None)
+        if hint is not None:
+            hint(name, runs)
+
     def close(self) -> None:
         for part in self._parts:
             part.close()

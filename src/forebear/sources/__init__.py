@@ -1,7 +1,9 @@
 """Where checkpoint bytes come from.
 
 A ``ByteSource`` is one file read by byte range; a ``Location`` is a folder of
-them (a local directory now, a hub repository or URL prefix later). Formats
+them: a local directory (``local``), or a hub repository or URL prefix read by
+HTTP Range requests (``remote``, ``hub``; requests in ``http``, the range cache
+in ``ranges``; imported on demand, since they pull in huggingface_hub). Formats
 read only through these two, so every reader works the same on any location.
 This package owns byte access and its bounds checks; it knows nothing of
 tensors.
