@@ -2,8 +2,8 @@
 
 Each model is fingerprinted once (held in memory for the run; the time and
 bytes of making it are counted on the first pair that needs it), then pairs
-are compared without the weights. Score: -log10 p; derived at p < 1e-6 like
-``forebear``.
+are compared without the weights (``compare.sketches``: the verdict, layer map
+and ledger from sketches). Score: -log10 p; derived at p < 1e-6 like ``forebear``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from forebear.bench.methods import ForebearPValue, MethodResult, Verdict, _short
-from forebear.compare.result import INCONCLUSIVE_LOG10_P, REPORTING_LOG10_P
+from forebear.compare.sketches import compare_sketches
 from forebear.errors import ForebearError
-from forebear.fingerprint import Fingerprint, compare_fingerprints, fingerprint
+from forebear.fingerprint import Fingerprint, fingerprint
 from forebear.model import open_model
 
 __all__ = ["FingerprintMethod"]
@@ -54,15 +54,12 @@ class FingerprintMethod(ForebearPValue):
             return MethodResult(
                 None, None, "unavailable", time.perf_counter() - start, None, _short(str(error))
             )
-        evidence = compare_fingerprints(a, b)
+        found = compare_sketches(a, b)
         seconds = time.perf_counter() - start
-        if evidence.reason is not None:
-            return MethodResult(0.0, 1.0, "inconclusive", seconds, read_a + read_b,
-                                _short(evidence.reason))  # fmt: skip
         verdict: Verdict = (
-            "derived" if evidence.log10_p <= REPORTING_LOG10_P
-            else "inconclusive" if evidence.log10_p <= INCONCLUSIVE_LOG10_P
+            "derived" if found.derived
+            else "inconclusive" if found.verdict == "inconclusive"
             else "independent"
         )  # fmt: skip
-        return MethodResult(self.score(evidence.log10_p), 10.0**evidence.log10_p, verdict,
-                            seconds, read_a + read_b)  # fmt: skip
+        return MethodResult(self.score(found.log10_p), found.p_value, verdict, seconds,
+                            read_a + read_b, verdict_class=found.verdict)  # fmt: skip

@@ -69,7 +69,8 @@ class MethodResult:
     ``inf`` for p = 0); None when the method gave no score. ``verdict``:
     ``inconclusive`` = it ran but could not decide; ``unavailable`` = it did not
     run or failed (``error`` says why). ``bytes_read``: weight bytes the method
-    read, None when unknown (external tools).
+    read, None when unknown (external tools). ``verdict_class``: the tool's own,
+    finer verdict (forebear's "derived: light fine-tune", ...) when it has one.
     """
 
     score: float | None
@@ -78,6 +79,7 @@ class MethodResult:
     seconds: float
     bytes_read: int | None
     error: str | None = None
+    verdict_class: str | None = None
 
 
 @runtime_checkable
@@ -424,7 +426,7 @@ class ForebearCompare(ForebearPValue):
         )  # fmt: skip
         return MethodResult(
             self.score(found.log10_p), found.p_value, verdict, time.perf_counter() - start,
-            found.bytes_read,
+            found.bytes_read, verdict_class=found.verdict,
         )  # fmt: skip
 
 

@@ -208,6 +208,31 @@ def _attribution(summaries: Sequence[MethodSummary]) -> list[str]:
     ]
 
 
+def verdict_classes(result: BenchmarkResult, reference: str = "forebear") -> list[str]:
+    """How often each other method's own verdict class equals ``reference``'s, pair by pair
+    (only methods that report classes: forebear's own)."""
+    truth = {(p.a, p.b): p.result.verdict_class for p in result.pairs.get(reference, ())}
+    rows = []
+    for name, pairs in result.pairs.items():
+        if name == reference or not any(p.result.verdict_class for p in pairs):
+            continue
+        both = [(truth.get((p.a, p.b)), p.result.verdict_class, p.relation) for p in pairs]
+        both = [b for b in both if b[0] is not None]
+        same = sum(1 for mine, theirs, _ in both if mine == theirs)
+        differing: dict[str, int] = {}
+        for mine, theirs, relation in both:
+            if mine != theirs:
+                key = f"{relation}: {mine} → {theirs}"
+                differing[key] = differing.get(key, 0) + 1
+        worst = "; ".join(f"{k} ({v})" for k, v in sorted(differing.items(), key=lambda kv: -kv[1]))
+        rows.append([name, f"{same}/{len(both)}", worst or "none"])
+    if not rows:
+        return []
+    header = ["method", f"same class as {reference}", "where they differ (relation: weights → it)"]
+    title = f"## Verdict classes against {reference}'s (pair by pair)"
+    return [title, "", *_table(header, rows)]
+
+
 def _cost(summaries: Sequence[MethodSummary]) -> list[str]:
     rows = []
     for s in summaries:
@@ -262,7 +287,7 @@ def to_markdown(result: BenchmarkResult) -> str:
         _errors,
     )
     body = [line for section in sections for line in section(result.summaries)]
-    return "\n".join(head + body).rstrip() + "\n"
+    return "\n".join(head + body + verdict_classes(result)).rstrip() + "\n"
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ inconclusive, 1 error (the error's own line on stderr).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -26,8 +25,14 @@ def _progress(message: str) -> None:
 
 
 def compare_command(
-    a: Annotated[Path, typer.Argument(help="The suspected parent: model folder or weights file.")],
-    b: Annotated[Path, typer.Argument(help="The model under question.")],
+    a: Annotated[
+        str,
+        typer.Argument(
+            help="The suspected parent: model folder, weights file, hub id org/name[@revision], "
+            "https URL, or a fingerprint file (forebear fingerprint)."
+        ),
+    ],
+    b: Annotated[str, typer.Argument(help="The model under question (the same kinds as A).")],
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
     fast: Annotated[
         bool,
@@ -35,7 +40,10 @@ def compare_command(
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
-    """Is B derived from A? A p-value against independent initialisation, with evidence."""
+    """Is B derived from A? A p-value against independent initialisation, with evidence.
+
+    With a fingerprint on either side the comparison runs on sketches (the other side is
+    fingerprinted the same way): same verdict classes, blind to permuted units."""
     try:
         result = compare(a, b, fast=fast, progress=None if quiet else _progress)
     except ForebearError as error:
@@ -67,7 +75,13 @@ def render_comparison(console: Console, data: dict[str, Any]) -> None:
     head.add_row("evidence", _p_text(data["log10_p"]))
     head.add_row("null", data["null"])
     residual = data["residual"]
-    if residual["shared_tokens"] is not None:
+    if residual["shared_tokens"] is not None and residual["fit"] is None:
+        head.add_row(
+            "residual map",
+            f"none fitted: {residual['shared_tokens']} shared tokens are too few "
+            f"({residual['source']}; coordinates compared as they are)",
+        )
+    elif residual["shared_tokens"] is not None:
         head.add_row(
             "residual map",
             f"Procrustes on {residual['rows_used']} of {residual['shared_tokens']} shared "

@@ -31,7 +31,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -42,10 +42,13 @@ from forebear.compare.attention import ValueHeads, attention_log10_p, value_head
 from forebear.compare.evidence import MlpEvidence, Prepared, mlp_evidence, prepare, sample_units
 from forebear.compare.ledger import build_ledger
 from forebear.compare.result import REPORTING_LOG10_P, Comparison, LayerEvidence
-from forebear.compare.verdict import decide
+from forebear.compare.verdict import Shape, decide
 from forebear.compare.views import ReadCounter, layer_views, sampled_layer_views
 from forebear.model import Model, open_model
 from forebear.stats import bonferroni, fisher, order_statistic
+
+if TYPE_CHECKING:
+    from forebear.fingerprint.sketch import Fingerprint
 
 __all__ = ["Settings", "compare"]
 
@@ -70,30 +73,67 @@ class Settings:
 
 
 def compare(
-    a: str | os.PathLike[str] | Model,
-    b: str | os.PathLike[str] | Model,
+    a: str | os.PathLike[str] | Model | Fingerprint,
+    b: str | os.PathLike[str] | Model | Fingerprint,
     *,
     fast: bool = False,
     settings: Settings | None = None,
     progress: Progress | None = None,
 ) -> Comparison:
-    """Compare two models (paths or opened ``Model``s); see the module docstring."""
+    """Compare two models (paths or opened ``Model``s); see the module docstring. Either side
+    may be a fingerprint (a file or a ``Fingerprint``): the comparison then runs on sketches
+    (``compare.sketches``), the other side fingerprinted with the same settings."""
     chosen = settings or Settings(fast=fast)
     say = progress or (lambda message: None)
     started = time.perf_counter()
+    sketches = [_as_fingerprint(given) for given in (a, b)]
     opened: list[Model] = []
     try:
         models = []
-        for given in (a, b):
-            if isinstance(given, Model):
-                models.append(given)
+        for given, sketch in zip((a, b), sketches, strict=True):
+            if isinstance(given, Model) or sketch is not None:
+                models.append(given if isinstance(given, Model) else None)
             else:
+                assert isinstance(given, str | os.PathLike)
                 opened.append(open_model(given))
                 models.append(opened[-1])
+        if any(sketches):
+            return _compare_sketched(models, sketches, (a, b), say)
+        assert models[0] is not None and models[1] is not None
         return _compare(models[0], models[1], chosen, say, started)
     finally:
         for model in opened:
             model.close()
+
+
+def _as_fingerprint(given: str | os.PathLike[str] | Model | Fingerprint) -> Fingerprint | None:
+    # Imported here: fingerprints build on this package (its views and result thresholds).
+    from forebear.fingerprint.io import is_fingerprint_file, load_fingerprint
+    from forebear.fingerprint.sketch import Fingerprint
+
+    if isinstance(given, Fingerprint):
+        return given
+    if not isinstance(given, Model) and is_fingerprint_file(given):
+        return load_fingerprint(given)
+    return None
+
+
+def _compare_sketched(models: list[Model | None], sketches: list[Fingerprint | None],
+                      given: tuple[object, object], say: Progress) -> Comparison:  # fmt: skip
+    """At least one side is a fingerprint: fingerprint the other like it, compare sketches."""
+    from forebear.compare.sketches import compare_sketches, sketch_like
+
+    names = []
+    for index, (model, sketch) in enumerate(zip(models, sketches, strict=True)):
+        other = sketches[1 - index]
+        names.append(model.name if model is not None else str(given[index]))
+        if sketch is None:
+            assert model is not None and other is not None
+            say(f"fingerprinting {model.name}")
+            sketches[index] = sketch_like(model, other, model.name)
+    first, second = sketches
+    assert first is not None and second is not None
+    return compare_sketches(first, second, names=(names[0], names[1]))
 
 
 def _rotation(
@@ -381,8 +421,8 @@ def _compare(model_a: Model, model_b: Model, settings: Settings, say: Progress,
     threshold = -REPORTING_LOG10_P + math.log10(max(len(cells), 1))
     layer_map = align_layers(evidence_matrix, threshold) if cells else None
     ledger = build_ledger(model_a, model_b, residual, cells, layer_map)
-    verdict, reasons = decide(model_a, model_b, log10_p, residual, source, cells, layer_map,
-                              ledger)  # fmt: skip
+    verdict, reasons = decide(Shape.of_model(model_a), Shape.of_model(model_b), rb.dims.vocab,
+                              log10_p, residual, source, cells, layer_map, ledger)  # fmt: skip
     return Comparison(
         a=model_a.name,
         b=model_b.name,

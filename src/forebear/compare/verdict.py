@@ -13,6 +13,7 @@ from the zoo (see docs/methods.md); they never turn an "independent" into a
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from forebear.align.layers import LayerMap
 from forebear.align.residual import ResidualAlignment
@@ -25,7 +26,7 @@ from forebear.compare.result import (
 )
 from forebear.model import Model
 
-__all__ = ["decide"]
+__all__ = ["Shape", "decide"]
 
 IDENTICAL_DELTA = 1e-6
 COPY_DELTA = 0.06  # ‖B − A‖ / ‖B‖ of a Q4-or-better quantisation or a dtype recast
@@ -33,28 +34,39 @@ LIGHT_DELTA = 0.35
 _NEW_TOKEN_SHARE = 0.01
 
 
-def _dtypes(model: Model) -> frozenset[str]:
-    infos = model.reader.tensors()
-    return frozenset(str(infos[e.tensor].dtype) for e in model.resolved.entries)
+@dataclass(frozen=True)
+class Shape:
+    """What the verdict needs of one model's structure, from its weights or its fingerprint."""
+
+    layers: int
+    hidden: int | None
+    experts: int
+    dtypes: frozenset[str] | None  # stored tensor types; None: unknown (an old fingerprint)
+
+    @classmethod
+    def of_model(cls, model: Model) -> Shape:
+        resolved = model.resolved
+        infos = model.reader.tensors()
+        return cls(
+            layers=len(resolved.layers),
+            hidden=resolved.dims.hidden,
+            experts=resolved.dims.experts or 0,
+            dtypes=frozenset(str(infos[e.tensor].dtype) for e in resolved.entries),
+        )
 
 
-def _structure(model_a: Model, model_b: Model, ledger: Ledger | None) -> list[str]:
-    ra, rb = model_a.resolved, model_b.resolved
+def _structure(a: Shape, b: Shape, ledger: Ledger | None, vocab_b: int | None) -> list[str]:
     changes = []
-    if len(ra.layers) != len(rb.layers):
-        changes.append(f"depth {len(ra.layers)} → {len(rb.layers)} layers")
-    if ra.dims.hidden != rb.dims.hidden:
-        changes.append(f"residual width {ra.dims.hidden} → {rb.dims.hidden}")
+    if a.layers != b.layers:
+        changes.append(f"depth {a.layers} → {b.layers} layers")
+    if a.hidden != b.hidden:
+        changes.append(f"residual width {a.hidden} → {b.hidden}")
     if ledger is not None:
         if ledger.units_a and ledger.units_b and set(ledger.units_a) != set(ledger.units_b):
             changes.append(f"MLP width {max(ledger.units_a)} → {max(ledger.units_b)}")
-        if (ra.dims.experts or 0) != ledger.experts_b:
-            changes.append(f"experts {ra.dims.experts or 0} → {ledger.experts_b}")
-        if (
-            ledger.new_tokens
-            and rb.dims.vocab
-            and ledger.new_tokens > _NEW_TOKEN_SHARE * rb.dims.vocab
-        ):
+        if a.experts != ledger.experts_b:
+            changes.append(f"experts {a.experts} → {ledger.experts_b}")
+        if ledger.new_tokens and vocab_b and ledger.new_tokens > _NEW_TOKEN_SHARE * vocab_b:
             changes.append(f"vocabulary: {ledger.new_tokens} of B's tokens are not A's")
     return changes
 
@@ -79,8 +91,9 @@ def _reparameterised(
 
 
 def decide(
-    model_a: Model,
-    model_b: Model,
+    shape_a: Shape,
+    shape_b: Shape,
+    vocab_b: int | None,
     log10_p: float,
     residual: ResidualAlignment | None,
     source: str,
@@ -102,7 +115,7 @@ def decide(
             f"{REPORTING_LOG10_P:g}"
         ]
     reasons.append(f"shared initialisation: log10 p = {log10_p:.1f}")
-    structure = _structure(model_a, model_b, ledger)
+    structure = _structure(shape_a, shape_b, ledger, vocab_b)
     reparameterised = _reparameterised(residual, cells)
     reasons += reparameterised
     change = None if ledger is None else ledger.changed
@@ -115,11 +128,11 @@ def decide(
     reasons.append(f"inherited MLPs changed by {change:.3g} (relative)")
     if change < IDENTICAL_DELTA and reparameterised:
         return "repackaged copy", [*reasons, "a function-preserving re-parameterisation of A"]
-    stored_a, stored_b = _dtypes(model_a), _dtypes(model_b)
+    stored_a, stored_b = shape_a.dtypes, shape_b.dtypes
     if change < IDENTICAL_DELTA and stored_a == stored_b:
         return "identical", reasons
     if change < COPY_DELTA and stored_a != stored_b:
-        stored = ", ".join(sorted(stored_b))
+        stored = "types unknown" if stored_b is None else ", ".join(sorted(stored_b))
         return "repackaged copy", [*reasons, f"stored differently ({stored})"]
     if change <= LIGHT_DELTA:
         return "derived: light fine-tune", reasons

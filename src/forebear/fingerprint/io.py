@@ -25,7 +25,13 @@ from forebear.sources.base import ByteSource
 from forebear.sources.local import LocalFile
 from forebear.sources.memory import MemorySource
 
-__all__ = ["fingerprint_from_bytes", "fingerprint_to_bytes", "load_fingerprint", "save_fingerprint"]
+__all__ = [
+    "fingerprint_from_bytes",
+    "fingerprint_to_bytes",
+    "is_fingerprint_file",
+    "load_fingerprint",
+    "save_fingerprint",
+]
 
 _KEY = "forebear.fingerprint"
 _HINT = "make it again with `forebear fingerprint MODEL -o FILE`"
@@ -56,6 +62,21 @@ def save_fingerprint(found: Fingerprint, path: str | os.PathLike[str]) -> Path:
 
 def _fail(path: Path | str, why: str) -> ForebearError:
     return CorruptCheckpointError(f"{path}: not a usable forebear fingerprint ({why})", hint=_HINT)
+
+
+def is_fingerprint_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a local file whose safetensors header carries a fingerprint's
+    description (reads the header only; anything unreadable is simply not one)."""
+    if not Path(path).is_file():
+        return False
+    handle = LocalFile(path)
+    try:
+        reader = SafetensorsReader(handle)
+    except ForebearError:
+        handle.close()
+        return False
+    with reader:
+        return _KEY in reader.metadata
 
 
 def load_fingerprint(path: str | os.PathLike[str]) -> Fingerprint:
