@@ -28,7 +28,9 @@ test: $(VENV)/.dev
 # The benchmark: readers at 2 GB, the full zoo and the calibration zoo (eighteen independent
 # bases no test was tuned on; both built once, cached), every zoo pair scored by
 # forebear's methods and by modelDNA (PyPI, in a venv of its own so its pins never meet ours;
-# without a package index it is scored "unavailable"), and the 7B-shaped scale pair.
+# without a package index it is scored "unavailable"), the 7B-shaped scale pair, remote
+# fingerprints through a loopback hub (the 7B pair, a virtual DeepSeek-V3), and the scan:
+# attribution through an index of the zoo's bases and retrieval at 10 k / 100 k / 1 M entries.
 ZOO_FULL  ?= benchmarks/.work/zoo-full
 ZOO_CAL   ?= benchmarks/.work/zoo-calibration
 DNA_VENV  := benchmarks/.work/modeldna-venv
@@ -48,6 +50,8 @@ bench: $(VENV)/.dev $(DNA_VENV)/.installed
 	$(PY) -m forebear zoo build --profile calibration --out $(ZOO_CAL)
 	$(BENCH_PATH) $(PY) -m forebear bench --zoo $(ZOO_CAL) $(BENCH_METHODS) --out benchmarks/results
 	$(BENCH_PATH) $(PY) benchmarks/bench_scale.py $(BENCH_METHODS:-m=--method)
+	$(PY) benchmarks/bench_remote.py
+	$(PY) benchmarks/bench_scan.py --zoo $(ZOO_FULL)
 	$(PY) benchmarks/update_readme.py
 
 lint: $(VENV)/.dev
