@@ -130,6 +130,10 @@ def _num(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
+def _built(seconds: float | None) -> str:
+    return "cached" if seconds is None else f"{seconds:.0f}"
+
+
 def markdown(data: dict[str, Any]) -> str:
     lines = ["# forebear scan benchmark", "", f"{os.cpu_count()} CPUs; {data['started']}.", "",
              "## Parent attribution through the index", ""]  # fmt: skip
@@ -153,7 +157,7 @@ def markdown(data: dict[str, Any]) -> str:
     for row in data["latency"]:
         ann = row.get("ann", {})
         lines.append(
-            f"| {row['entries']:,} | {row['build_seconds'] or 0:.0f} | "
+            f"| {row['entries']:,} | {_built(row['build_seconds'])} | "
             f"{row['bytes_per_entry']:.0f} B | "
             f"{row['auto']['median']:.3f} | {row['exact']['median']:.3f} | "
             f"{_num(ann.get('median'))} | {_num(ann.get('max'))} | "
