@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from forebear.bench.methods import ForebearPValue, MethodResult, Verdict, _short
+from forebear.bench.methods import ForebearPValue, MethodResult, _short, coarse_verdict
 from forebear.compare.sketches import compare_sketches
 from forebear.errors import ForebearError
 from forebear.fingerprint import Fingerprint, fingerprint
@@ -56,10 +56,6 @@ class FingerprintMethod(ForebearPValue):
             )
         found = compare_sketches(a, b)
         seconds = time.perf_counter() - start
-        verdict: Verdict = (
-            "derived" if found.derived
-            else "inconclusive" if found.verdict == "inconclusive"
-            else "independent"
-        )  # fmt: skip
+        verdict = coarse_verdict(found)
         return MethodResult(self.score(found.log10_p), found.p_value, verdict, seconds,
                             read_a + read_b, verdict_class=found.verdict)  # fmt: skip

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, overload, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, overload, runtime_checkable
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from forebear.architectures.resolve import entry_shape
 from forebear.errors import ForebearError
 from forebear.formats.base import Array
 from forebear.model import Model, open_model
+
+if TYPE_CHECKING:
+    from forebear.compare.result import Comparison
 
 __all__ = [
     "METHODS",
@@ -393,6 +396,13 @@ class ForebearPValue:
         return math.inf if log10_p == -math.inf else -log10_p
 
 
+def coarse_verdict(found: Comparison) -> Verdict:
+    """A forebear ``Comparison``'s class as the benchmark counts it."""
+    if found.derived:
+        return "derived"
+    return "inconclusive" if found.verdict == "inconclusive" else "independent"
+
+
 @dataclass(frozen=True)
 class ForebearCompare(ForebearPValue):
     """``forebear.compare``."""
@@ -419,11 +429,7 @@ class ForebearCompare(ForebearPValue):
             return MethodResult(
                 None, None, "unavailable", time.perf_counter() - start, None, _short(str(error))
             )
-        verdict: Verdict = (
-            "derived" if found.derived
-            else "inconclusive" if found.verdict == "inconclusive"
-            else "independent"
-        )  # fmt: skip
+        verdict = coarse_verdict(found)
         return MethodResult(
             self.score(found.log10_p), found.p_value, verdict, time.perf_counter() - start,
             found.bytes_read, verdict_class=found.verdict,
