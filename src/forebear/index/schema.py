@@ -107,8 +107,14 @@ def connect(path: str | os.PathLike[str], *, create: bool) -> sqlite3.Connection
 
 def migrate(connection: sqlite3.Connection, path: Path, target: int = SCHEMA_VERSION) -> int:
     """Apply the missing migrations up to ``target``; returns the version before."""
-    before = _version(connection)
-    _refuse_foreign(connection, path, before)
+    # One read transaction: the version and the tables from the same snapshot, or a writer
+    # committing its migration in between makes a fresh index look foreign.
+    connection.execute("BEGIN")
+    try:
+        before = _version(connection)
+        _refuse_foreign(connection, path, before)
+    finally:
+        connection.execute("COMMIT")
     if before >= target:
         return before
     connection.execute("BEGIN IMMEDIATE")
