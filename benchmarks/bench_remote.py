@@ -48,10 +48,10 @@ FINGERPRINT = """
 import dataclasses, json, os, resource, sys, time
 from forebear.fingerprint import fingerprint, save_fingerprint
 from forebear.model import open_model
-ref, endpoint, cache, out = sys.argv[1:5]
+ref, endpoint, cache, out, content = sys.argv[1:6]
 started = time.perf_counter()
 with open_model(ref, endpoint=endpoint or None, cache_dir=cache or None) as model:
-    found = fingerprint(model)
+    found = fingerprint(model, content_units=int(content) if content else None)
     wall = time.perf_counter() - started
     traffic = model.traffic()
     weights, files = model.bytes_on_disk, len(model.weight_files)
@@ -61,6 +61,7 @@ print(json.dumps({"wall_s": wall, "peak_rss_mb": peak_mb(), "weights_bytes": wei
                   "weight_files": files, "traffic": traffic and dataclasses.asdict(traffic),
                   "layers": len(found.layers),
                   "layers_sketched": [i for i, s in enumerate(found.layers) if s is not None],
+                  "content_units": found.meta["settings"]["content_units"],
                   "fingerprint_bytes": os.path.getsize(out)}))
 """
 
@@ -120,13 +121,16 @@ def fingerprint_job(
     server: HubServer | None = None,
     cold: bool = True,
     name: str = "",
+    content: int | None = None,
 ) -> dict[str, Any]:
-    """Fingerprint ``ref`` in a fresh process (remote when ``endpoint`` is given)."""
+    """Fingerprint ``ref`` in a fresh process (remote when ``endpoint`` is given;
+    ``content``: its content sample's size, None for the default)."""
     print(f"remote: fingerprint {ref} ({'remote' if endpoint else 'local'})", file=sys.stderr)
     dropped = drop_page_cache() if cold else False
     if server is not None:
         server.reset_stats()
-    found = child(FINGERPRINT, ref, endpoint, str(cache or ""), str(out))
+    found = child(FINGERPRINT, ref, endpoint, str(cache or ""), str(out),
+                  "" if content is None else str(content))  # fmt: skip
     where = "remote" if endpoint else "local"
     found |= {"ref": ref, "name": name or ref, "where": where, "cold_cache": dropped}
     if server is not None:
@@ -148,14 +152,22 @@ def run_7b(temp: Path) -> dict[str, Any]:
         for name, folder in folders.items()
     }
     jobs: list[dict[str, Any]] = []
-    files: dict[str, dict[str, str]] = {"local": {}, "remote": {}}
+    files: dict[str, dict[str, str]] = {"local": {}, "remote": {}, "content": {}}
     with HubServer(repos, latency=LATENCY) as server:
         for name, folder in folders.items():
             cache = temp / f"cache-{name}"
             files["local"][name] = str(temp / f"{name}-local.fbf")
             files["remote"][name] = str(temp / f"{name}-remote.fbf")
+            files["content"][name] = str(temp / f"{name}-content.fbf")
             local = Path(files["local"][name])
-            jobs.append(fingerprint_job(str(folder), local, name=f"scale/{name} (folder)"))
+            # The remote default (no content sample), so the arrays can be compared; then
+            # the local default, which reads every MLP weight for its content sample.
+            jobs.append(fingerprint_job(str(folder), local, name=f"scale/{name} (folder)",
+                                        content=0))  # fmt: skip
+            with_content = fingerprint_job(
+                str(folder), Path(files["content"][name]), name=f"scale/{name} (folder)"
+            )
+            jobs.append(with_content | {"where": "local, content sample"})
             ref, endpoint = f"bench/{name}", server.endpoint
             jobs.append(fingerprint_job(ref, Path(files["remote"][name]), endpoint, cache, server))
             if name == "base":  # the same range cache again: everything should come from it
@@ -221,6 +233,7 @@ def _checks_7b(part: dict[str, Any]) -> list[str]:
     again = [j for j in part["jobs"] if j["where"] == "remote, cached"]
     rerun = (again[0].get("traffic") if again else None) or {}
     full, local, remote = checks["full_weights_verdict"], checks["local"], checks["remote"]
+    content = checks.get("content") or {}
     agree = full is None or full.startswith("derived") == remote["derived"]
     return [
         f"goal: fetched ≤ {100 * GOAL_7B:g} % of the weights: "
@@ -232,6 +245,8 @@ def _checks_7b(part: dict[str, Any]) -> list[str]:
         f"{remote['log10_p']:.1f}), from the local `{local['verdict']}` (log10 p "
         f"{local['log10_p']:.1f}): {'equal' if remote == local else '**differ**'}; full-weights "
         f"verdict in scale.json `{full}`: {'agrees' if agree else '**disagrees**'}",
+        f"with content samples (the local default): `{content.get('verdict')}` (log10 p "
+        f"{content.get('log10_p', float('nan')):.1f})",
         f"second run over the same range cache: {rerun.get('bytes_fetched', '?')} bytes fetched, "
         f"{rerun.get('bytes_cached', 0) / 1e6:,.1f} MB from the cache, "
         f"{rerun.get('requests', '?')} request(s) (goal 0 bytes: "
@@ -257,8 +272,8 @@ def _deepseek(part: dict[str, Any], server_mb: float | None) -> list[str]:
         *lines,
         f"- goal: fetched ≤ {100 * GOAL_V3:g} % of the weights: "
         f"{_met(share <= GOAL_V3)} ({100 * share:.3f} %)",
-        f"- layers sketched: {job['layers_sketched']} of {job['layers']}: the dense-MLP layers; "
-        "the MoE layers have no dense MLP and are not sketched",
+        f"- layers sketched: {len(job['layers_sketched'])} of {job['layers']} (a MoE layer "
+        "through its first routed expert); no content sample (remote default)",
         f"- fingerprint file: {job['fingerprint_bytes'] / 1e6:.2f} MB",
         f"- server: {job['server']['requests']:,} requests, "
         f"{job['server']['bytes_served'] / 1e6:,.1f} MB served; the server process's peak RSS "

@@ -82,6 +82,36 @@ def test_the_canonical_basis_survives_a_residual_rotation(
     assert evidence.log10_p < -6 and evidence.fit > 0.99
 
 
+def _transformed(zoo: Callable[[str], Path], tmp: Path, how: str, **params: object) -> Path:
+    state, config, tokenizer_json = load_folder(zoo("llama-a"))
+    made = load_transformations()[how](
+        {k: v.copy() for k, v in state.items()}, dict(config), np.random.default_rng(7), **params
+    )
+    return save_folder(tmp / how, made.state, made.config, tokenizer_json)
+
+
+@pytest.mark.parametrize(
+    ("how", "params"),
+    [("permute_all", {"signs": True}), ("width_prune", {"keep": 0.75}),
+     ("moe_upcycle", {"noise": 0.01})],
+)  # fmt: skip
+def test_content_samples_see_units_that_moved_or_went(
+    zoo: Callable[[str], Path], tmp_path: Path, how: str, params: dict[str, object]
+) -> None:
+    """Positions miss a permuted or width-pruned copy; units chosen by content do not."""
+    folder = _transformed(zoo, tmp_path, how, **params)
+    a, b = _fingerprint(zoo("llama-a"), tmp_path), _fingerprint(folder, tmp_path)
+    assert a.layers[0] is not None and a.layers[0].content is not None
+    evidence = compare_fingerprints(a, b)
+    assert evidence.matched and evidence.log10_p < -6, evidence
+    if how != "moe_upcycle":  # an upcycled expert keeps its units' positions
+        with open_model(folder) as model:
+            blind = fingerprint(model, dims=DIMS, units=UNITS, content_units=0)
+        assert compare_fingerprints(a, blind).log10_p > -2
+    unrelated = compare_fingerprints(_fingerprint(zoo("llama-b"), tmp_path), b)
+    assert unrelated.matched and unrelated.log10_p > -2, unrelated
+
+
 def test_files_are_deterministic_and_round_trip(zoo: Callable[[str], Path], tmp_path: Path) -> None:
     with open_model(zoo("llama-a")) as model:
         first = save_fingerprint(fingerprint(model, dims=DIMS), tmp_path / "one.fbf")
@@ -95,6 +125,10 @@ def test_files_are_deterministic_and_round_trip(zoo: Callable[[str], Path], tmp_
         assert mine is not None and theirs is not None
         np.testing.assert_array_equal(mine.up, theirs.up)
         np.testing.assert_array_equal(mine.units, theirs.units)
+        assert mine.content is not None and theirs.content is not None
+        for piece in ("units", "gate", "up", "down"):
+            np.testing.assert_array_equal(getattr(mine.content, piece),
+                                          getattr(theirs.content, piece))  # fmt: skip
     assert loaded.meta["structure"]["layers"] == 2 and loaded.meta["files"][0]["size"] > 0
     assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
 
@@ -121,7 +155,7 @@ def test_bad_fingerprint_files_get_one_clear_line(
     with open_model(zoo("llama-a")) as model:
         good = save_fingerprint(fingerprint(model, dims=DIMS), tmp_path / "good.fbf")
     cases = {
-        "version 99, this forebear reads version 1": _rewrite_description(
+        "version 99, this forebear reads versions 1 to 2": _rewrite_description(
             good, lambda d: d.update(version=99), "version"
         ),
         "unknown schema": _rewrite_description(good, lambda d: d.update(schema="x"), "schema"),
@@ -139,6 +173,8 @@ def test_bad_fingerprint_files_get_one_clear_line(
         with pytest.raises(ForebearError, match=message) as caught:
             load_fingerprint(path)
         assert "\n" not in str(caught.value) and "forebear fingerprint MODEL" in str(caught.value)
+    older = _rewrite_description(good, lambda d: d.update(version=1), "older")
+    assert load_fingerprint(older).meta["version"] == 1  # version 1 files still load
 
 
 def test_cli_writes_a_fingerprint_and_reports_errors_in_one_line(
@@ -151,6 +187,11 @@ def test_cli_writes_a_fingerprint_and_reports_errors_in_one_line(
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["bytes"] == out.stat().st_size and data["dims"] == 8 and data["layers"] == 2
+    assert data["content_units"] == 64  # a local model's default
+    bare = CliRunner().invoke(app, ["fingerprint", str(zoo("llama-a")), "-o", str(out),
+                                    "--content-units", "0", "-f", "json"])  # fmt: skip
+    assert bare.exit_code == 0 and json.loads(bare.stdout)["content_units"] == 0
+    assert all(s is not None and s.content is None for s in load_fingerprint(out).layers)
     assert 0 < data["bytes_read"] < sum(p.stat().st_size for p in zoo("llama-a").iterdir())
     missing = CliRunner().invoke(app, ["fingerprint", str(tmp_path / "nothing"), "-o", str(out)])
     assert missing.exit_code != 0

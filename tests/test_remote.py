@@ -165,15 +165,17 @@ def test_a_commit_sha_pins_the_revision(server: HubServer) -> None:
         assert pinned.revision == sha
 
 
-def _fingerprint(model: Model) -> Any:
-    return fingerprint(model, dims=16, units=16, basis_tokens=256, sketch_tokens=64, source="x")
+def _fingerprint(model: Model, content: int | None = None) -> Any:
+    return fingerprint(model, dims=16, units=16, content_units=content, basis_tokens=256,
+                       sketch_tokens=64, source="x")  # fmt: skip
 
 
 def test_a_remote_fingerprint_equals_the_local_one_and_fetches_a_fraction(
     server: HubServer, local: dict[str, Path], online: Path
 ) -> None:
     with open_model(local["big"]) as model:
-        expected = _fingerprint(model)
+        assert _fingerprint(model).meta["settings"]["content_units"] > 0  # local default
+        expected = _fingerprint(model, content=0)  # the remote default: no content sample
     size = (local["big"] / "model.safetensors").stat().st_size
     server.reset_stats()
     with open_model("org/big", endpoint=server.endpoint) as model:
@@ -200,6 +202,20 @@ def test_a_remote_fingerprint_equals_the_local_one_and_fetches_a_fraction(
     assert cached.bytes_cached > 0
     assert server.stats().by_kind == {"api": 1}  # the listing; no byte of a file
     np.testing.assert_array_equal(rerun.embedding, expected.embedding)
+
+
+def test_a_remote_content_sample_is_the_local_one(server: HubServer, local: dict[str, Path],
+                                                  online: Path) -> None:  # fmt: skip
+    with open_model(local["big"]) as model:
+        expected = _fingerprint(model, content=8)
+    with open_model("org/big", endpoint=server.endpoint) as model:
+        found = _fingerprint(model, content=8)
+    for mine, theirs in zip(found.layers, expected.layers, strict=True):
+        assert mine is not None and theirs is not None
+        assert mine.content is not None and theirs.content is not None
+        for piece in ("units", "gate", "up", "down"):
+            np.testing.assert_array_equal(getattr(mine.content, piece),
+                                          getattr(theirs.content, piece))  # fmt: skip
 
 
 def test_prefetch_merges_close_ranges_and_serves_reads_from_the_store(

@@ -253,6 +253,11 @@ def test_a_fingerprint_runs_on_the_tiny_repo(
     model = Model("virtual/tiny", tiny_reader, _json(tiny, "config.json"), tiny, [])
     found = fingerprint(model, dims=8, units=8)
     assert found.meta["structure"]["family"] == "deepseek_v3"
-    dense = [layer < TINY.dense_layers for layer in range(TINY.layers)]
-    assert [sketch is not None for sketch in found.layers] == dense
+    # Every layer sketched: the dense MLPs, then each MoE layer through its first expert.
+    widths = [TINY.intermediate if layer < TINY.dense_layers else TINY.moe_intermediate
+              for layer in range(TINY.layers)]  # fmt: skip
+    assert [None if s is None else s.width for s in found.layers] == widths
+    for sketch in found.layers:
+        assert sketch is not None and sketch.content is not None  # FP8 blocks decoded whole
+        assert np.isfinite(sketch.content.down.astype(np.float32)).all()
     assert found.embedding.shape[1] == 8 and np.isfinite(found.embedding).all()

@@ -119,12 +119,13 @@ def scan(
     token: str | None = None,
     dims: int = 256,
     units: int = 64,
+    content_units: int | None = None,
 ) -> ScanResult:
     """Scan ``model`` (a model reference, a fingerprint file or a ``Fingerprint``) against
     ``index``; see the module docstring. ``dims`` and ``units`` must be those the index's
     records were made with (``forebear index add``'s defaults are these)."""
     started = time.perf_counter()
-    query, card, name = _query(model, revision, token, dims, units)
+    query, card, name = _query(model, revision, token, dims, units, content_units)
     made = time.perf_counter()
     hidden = query.meta["structure"].get("hidden")
     found = index.candidates(retrieval_vector(query), k=retrieve,
@@ -145,7 +146,8 @@ def scan(
 
 
 def _query(model: str | os.PathLike[str] | Fingerprint, revision: str | None, token: str | None,
-           dims: int, units: int) -> tuple[Fingerprint, CardClaims | None, str]:  # fmt: skip
+           dims: int, units: int, content_units: int | None
+           ) -> tuple[Fingerprint, CardClaims | None, str]:  # fmt: skip
     if isinstance(model, Fingerprint):
         return model, None, str(model.meta.get("source"))
     if is_fingerprint_file(model):
@@ -153,7 +155,8 @@ def _query(model: str | os.PathLike[str] | Fingerprint, revision: str | None, to
         return found, None, str(found.meta.get("source") or model)
     with open_model(model, revision=revision, token=token) as opened:
         name = opened.name
-        found = fingerprint(opened, dims=dims, units=units, source=name)
+        found = fingerprint(opened, dims=dims, units=units, content_units=content_units,
+                            source=name)  # fmt: skip
         card = read_card(opened.location) if opened.location is not None else None
     return found, card, name
 

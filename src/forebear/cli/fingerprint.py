@@ -1,4 +1,4 @@
-"""``forebear fingerprint MODEL -o FILE``: the same-position test's inputs, without the weights."""
+"""``forebear fingerprint MODEL -o FILE``: the comparison's inputs, without the weights."""
 
 from __future__ import annotations
 
@@ -12,6 +12,16 @@ from forebear.cli.output import Format, Output
 from forebear.fingerprint import fingerprint, save_fingerprint
 from forebear.model import open_model
 
+ContentUnits = Annotated[
+    int | None,
+    typer.Option(
+        "--content-units",
+        min=0,
+        help="Units per layer chosen by content (they survive permuted and pruned units; reads "
+        "every MLP weight). Default: 64 for a local model, 0 for a remote one.",
+    ),
+]
+
 
 def fingerprint_command(
     model: Annotated[
@@ -23,6 +33,7 @@ def fingerprint_command(
         int, typer.Option("--dims", min=2, help="Canonical directions kept (at most the width).")
     ] = 256,
     units: Annotated[int, typer.Option("--units", min=2, help="MLP units sampled per layer.")] = 64,
+    content_units: ContentUnits = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
     token: Annotated[
         str | None,
@@ -33,7 +44,9 @@ def fingerprint_command(
     of its token embeddings and its structure (a few MB for a 7B model)."""
     with open_model(model, token=token) as opened:
         source = str(Path(model)) if Path(model).exists() else model  # local: as before
-        found = fingerprint(opened, dims=dims, units=units, source=source)
+        found = fingerprint(
+            opened, dims=dims, units=units, content_units=content_units, source=source
+        )
         traffic = opened.traffic()
     written = save_fingerprint(found, out)
     data = {
@@ -42,6 +55,7 @@ def fingerprint_command(
         "bytes_read": found.meta["bytes_read"],
         "layers": sum(1 for layer in found.layers if layer is not None),
         "dims": found.meta["settings"]["dims"],
+        "content_units": found.meta["settings"]["content_units"],
         "tokens": len(found.tokens),
         "structure": found.meta["structure"],
     }

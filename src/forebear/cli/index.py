@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from forebear.cli.fingerprint import ContentUnits
 from forebear.cli.output import Format, Output
 from forebear.errors import InputNotFoundError
 from forebear.index import Engine, Index, TaskSettings, build_index, executor
@@ -61,11 +62,12 @@ def add_command(
     force: Force = False,
     dims: Dims = 256,
     units: Units = 64,
+    content_units: ContentUnits = None,
     token: Token = None,
     fmt: Fmt = Format.text,
 ) -> None:
     """Fingerprint models and add them (models already indexed are skipped)."""
-    settings = TaskSettings(dims=dims, units=units, token=token)
+    settings = TaskSettings(dims=dims, units=units, token=token, content_units=content_units)
     with Index.open(index) as opened, executor(Engine.serial) as serial:
         report = build_index(opened, models, serial, settings, force=force)
         _finish(opened, report, fmt)
@@ -87,13 +89,14 @@ def build_command(
     force: Force = False,
     dims: Dims = 256,
     units: Units = 64,
+    content_units: ContentUnits = None,
     token: Token = None,
     quiet: Quiet = False,
     fmt: Fmt = Format.text,
 ) -> None:
     """Add every model of a list; resumable: models already indexed are skipped."""
     refs = read_ref_list(listing)
-    settings = TaskSettings(dims=dims, units=units, token=token)
+    settings = TaskSettings(dims=dims, units=units, token=token, content_units=content_units)
     with Index.open(index) as opened:
         with (
             executor(engine, workers=workers, scheduler=scheduler) as pool,

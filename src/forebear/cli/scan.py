@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from forebear.cli.fingerprint import ContentUnits
 from forebear.cli.output import Format, Output
 from forebear.index import Index
 from forebear.scan import scan
@@ -45,13 +46,14 @@ def scan_command(
     units: Annotated[
         int, typer.Option("--units", min=2, help="MLP units sampled per layer (as the index's).")
     ] = 64,
+    content_units: ContentUnits = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
 ) -> None:
     """Rank every indexed model, test the top ones, report the best relative and check the
     model card's claims against the weights."""
     with Index.open(index, create=False) as opened:
         result = scan(model, opened, top=top, weights=weights, revision=revision, token=token,
-                      dims=dims, units=units)  # fmt: skip
+                      dims=dims, units=units, content_units=content_units)  # fmt: skip
     Output(fmt).emit(result.to_json(), _render)
     if any(check.status == "contradicted" for check in result.checks):
         raise typer.Exit(EXIT_CONTRADICTED)

@@ -36,17 +36,30 @@ NULL = (
     "same-position score of the fingerprints' sampled units is a permutation test "
     "(Chatterjee's bound), Fisher over layers"
 )
+NULL_MATCHED = (
+    "exact for the same-position units (Chatterjee's bound); approximate for the units "
+    "chosen by content (matched on reading rows, held-out down columns against re-pairings, "
+    "normal approximation); Bonferroni per layer pair, Fisher over layers"
+)
 CANNOT_SEE = (
     "distillation: a model trained on A's outputs shares no weights with A; "
     "an 'independent' verdict does not rule it out (use the behaviour tier)",
     "training data: two models trained from different seeds on the same data "
     "are independent here, as they should be",
 )
-_SKETCH_BLIND = (
-    "fingerprints sample units at fixed positions: permuted units, a changed MLP width and "
-    "MoE experts leave this comparison blind; compare the weights to test them"
-)
+_FROM_SKETCHES = {
+    False: "from fingerprints without content samples (units at fixed positions only): "
+    "permuted units and a changed MLP width leave this comparison blind; fingerprint both "
+    "with --content-units, or compare the weights",
+    True: "from fingerprints: units at fixed positions and units chosen by content "
+    "(the weights were not read)",
+}
 
+
+_TEST_NAME = {
+    False: "same-position units (fingerprints)",
+    True: "same-position and matched units (fingerprints)",
+}
 
 # A fingerprint samples 64 units a layer, too few for one layer to reach 1e-6 on its own (the
 # combined test decides "derived"); a B layer is mapped to an A layer at a family-wise 1 %.
@@ -80,8 +93,8 @@ def compare_sketches(a: Fingerprint, b: Fingerprint, *, names: tuple[str, str] |
         b=name_b,
         verdict=verdict,
         log10_p=evidence.log10_p,
-        null=NULL if cells else "no test ran",
-        reasons=(*reasons, "from fingerprints: " + _SKETCH_BLIND),
+        null=(NULL_MATCHED if evidence.matched else NULL) if cells else "no test ran",
+        reasons=(*reasons, _FROM_SKETCHES[evidence.matched]),
         cannot_see=CANNOT_SEE,
         families=(str(a.meta["structure"]["family"]), str(b.meta["structure"]["family"])),
         residual={
@@ -95,7 +108,7 @@ def compare_sketches(a: Fingerprint, b: Fingerprint, *, names: tuple[str, str] |
         layer_map=() if layer_map is None else layer_map.sources,
         modules=_modules(evidence, layer_map),
         ledger=ledger,
-        tests={"same-position units (fingerprints)": evidence.log10_p} if cells else {},
+        tests={_TEST_NAME[evidence.matched]: evidence.log10_p} if cells else {},
         bytes_read=0,
         seconds=time.perf_counter() - started,
         fast=True,
@@ -104,10 +117,12 @@ def compare_sketches(a: Fingerprint, b: Fingerprint, *, names: tuple[str, str] |
 
 
 def sketch_like(model: Model, other: Fingerprint, source: str) -> Fingerprint:
-    """``model``'s fingerprint with the settings ``other`` was made with, so the two line up."""
+    """``model``'s fingerprint with the settings ``other`` was made with, so the two line up
+    (a remote model without its content sample: that would read every MLP weight)."""
     settings = other.meta["settings"]
+    content = int(settings.get("content_units", 0)) if model.traffic() is None else 0
     return fingerprint(
-        model, dims=int(settings["dims"]), units=int(settings["units"]),
+        model, dims=int(settings["dims"]), units=int(settings["units"]), content_units=content,
         basis_tokens=int(settings["basis_tokens"]), sketch_tokens=int(settings["sketch_tokens"]),
         source=source,
     )  # fmt: skip

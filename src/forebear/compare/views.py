@@ -24,6 +24,7 @@ from forebear.formats.base import Array
 
 __all__ = [
     "ReadCounter",
+    "first_mlp_view",
     "layer_views",
     "norm_scale",
     "reading_rows",
@@ -146,6 +147,18 @@ def layer_views(
     return found
 
 
+def first_mlp_view(
+    resolved: ResolvedModel, model: str, layer: int, counter: ReadCounter
+) -> MlpView | None:
+    """The layer's dense MLP, or its first routed expert when it has none (an upcycled MoE's
+    experts are copies of one dense MLP), in the model's own basis; None: neither."""
+    scale = norm_scale(resolved, layer)
+    dense = _view(resolved, model, "mlp", _DENSE, layer, None, scale, None, counter)
+    if dense is not None or not resolved.dims.experts:
+        return dense
+    return _view(resolved, model, "expert 0", _EXPERT, layer, 0, scale, None, counter)
+
+
 def sampled_layer_views(
     resolved: ResolvedModel,
     model: str,
@@ -155,20 +168,26 @@ def sampled_layer_views(
     units: int,
 ) -> list[Prepared]:
     """The dense MLP's gate and up rows at ``units`` positions spread over its width (the
-    same positions for any model of that width), folded and mapped; no down columns."""
+    same positions for any model of that width), folded and mapped; no down columns. A
+    layer without a dense MLP gives its first routed expert's (``first_mlp_view``'s rule)."""
     gate_role, up_role, _ = _DENSE
+    expert: int | None = None
+    label = "mlp"
     if not resolved.has(up_role, layer):
-        return []
-    width = resolved.shape(up_role, layer)[0]
+        gate_role, up_role, _ = _EXPERT
+        expert, label = 0, "expert 0"
+        if not resolved.dims.experts or not resolved.has(up_role, layer, expert):
+            return []
+    width = resolved.shape(up_role, layer, expert)[0]
     positions = sample_units(width, units)
     scale = norm_scale(resolved, layer)
 
     def rows(role: Role) -> Array:
-        counter.add(model, resolved, role, layer, rows=len(positions))
-        matrix = resolved.read_row_set(role, layer, rows=positions).astype(np.float32, copy=False)
-        return reading_rows(matrix, scale, rotation)
+        counter.add(model, resolved, role, layer, expert, rows=len(positions))
+        matrix = resolved.read_row_set(role, layer, expert, rows=positions)
+        return reading_rows(matrix.astype(np.float32, copy=False), scale, rotation)
 
-    gate = rows(gate_role) if resolved.has(gate_role, layer) else None
+    gate = rows(gate_role) if resolved.has(gate_role, layer, expert) else None
     hidden = resolved.dims.hidden or 0
     parameters = width * hidden * (3 if gate is not None else 2)
-    return [Prepared("mlp", width, positions, (gate, rows(up_role), None), None, parameters)]
+    return [Prepared(label, width, positions, (gate, rows(up_role), None), None, parameters)]

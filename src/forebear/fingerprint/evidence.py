@@ -16,8 +16,16 @@ depths differ or some diagonal pair shows no evidence, every pair of equal width
 is tested too; each B layer keeps its best A layer, Bonferroni-adjusted for the
 A layers it was tried against (super-uniform, independent across B layers under
 H0, so Fisher over them stays valid), and the two combinations are
-Bonferroni-combined. Like ``compare --fast`` it is blind to permuted units and
-to changed MLP widths (it loses power, never validity).
+Bonferroni-combined. The same-position test is blind to permuted units and to changed MLP widths
+(it loses power, never validity), so when both fingerprints hold content samples
+(``sketch.ContentSketch``) each layer pair also gets the **matched-unit test** of
+``compare.evidence`` on them: B's sampled units are paired one to one with A's
+by a linear assignment on their reading rows (|up cosine| + gate cosine), and the
+pairs are scored on what the assignment did not see, the stripped down columns
+(sign of the up cosine applied), against re-pairings of the same units (normal
+approximation, as in the weights' test). Both samples are chosen by a rule that
+ignores unit order, so a permuted or pruned copy keeps most of its units in
+both. A layer pair's p-value is the Bonferroni combination of the tests it ran.
 """
 
 from __future__ import annotations
@@ -26,9 +34,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from forebear.compare.result import REPORTING_LOG10_P
-from forebear.fingerprint.sketch import Fingerprint, LayerSketch
+from forebear.fingerprint.sketch import ContentSketch, Fingerprint, LayerSketch
 from forebear.formats.base import Array
 from forebear.stats import assignment_test, bonferroni, fisher
 
@@ -46,6 +55,7 @@ class SketchCell:
     log10_p: float  # exact, same positions
     relative_delta: float  # ‖B − A‖ / ‖B‖ of the sampled rows, B mapped into A's basis
     units: int
+    matched: bool = False  # whether the content samples' matched-unit test is in log10_p
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,7 @@ class FingerprintEvidence:
     shared_tokens: int  # sketched token strings both hold
     fit: float  # mean cosine of the aligned embedding rows (nan: too few shared, no map fitted)
     reason: str | None  # why nothing could be compared, when nothing was
+    matched: bool = False  # whether the matched-unit test ran on some layer pair
 
 
 def _unit(rows: Array) -> Array:
@@ -92,8 +103,33 @@ def _alignment(a: Fingerprint, b: Fingerprint) -> tuple[Array | None, int, float
 
 
 def _cell(i: int, j: int, la: LayerSketch, lb: LayerSketch, rotation: Array) -> SketchCell | None:
-    if la.width != lb.width or not np.array_equal(la.units, lb.units):
+    """Both tests of B's layer ``j`` against A's layer ``i`` where their sketches allow."""
+    tests: list[float] = []
+    deltas: list[float] = []
+    units, matched = 0, False
+    if la.width == lb.width and np.array_equal(la.units, lb.units):
+        log10_p, delta = _same_position(la, lb, rotation)
+        tests.append(log10_p)
+        deltas.append(delta)
+        units = len(la.units)
+    if la.content is not None and lb.content is not None:
+        found = _matched(la.content, lb.content, rotation)
+        if found is not None:
+            tests.append(found[0])
+            deltas.append(found[1])
+            units, matched = max(units, found[2]), True
+    if not tests:
         return None
+    return SketchCell(i, j, bonferroni(tests), min(deltas), units, matched)
+
+
+def _relative(pairs: list[tuple[Array, Array]]) -> float:
+    difference = math.sqrt(sum(float(np.sum((rb - ra) ** 2)) for ra, rb in pairs))
+    size = math.sqrt(sum(float(np.sum(rb**2)) for _, rb in pairs))
+    return difference / max(size, 1e-30)
+
+
+def _same_position(la: LayerSketch, lb: LayerSketch, rotation: Array) -> tuple[float, float]:
     pieces = [(la.up, lb.up)]
     if la.gate is not None and lb.gate is not None:
         pieces.append((la.gate, lb.gate))
@@ -101,9 +137,33 @@ def _cell(i: int, j: int, la: LayerSketch, lb: LayerSketch, rotation: Array) -> 
     scores = np.mean([_unit(rb) @ _unit(ra).T for ra, rb in mapped], axis=0)
     test = assignment_test(scores, "same-position units (fingerprints)", "exact",
                            "Chatterjee bound over unit permutations")  # fmt: skip
-    difference = math.sqrt(sum(float(np.sum((rb - ra) ** 2)) for ra, rb in mapped))
-    size = math.sqrt(sum(float(np.sum(rb**2)) for _, rb in mapped))
-    return SketchCell(i, j, test.log10_p, difference / max(size, 1e-30), len(la.units))
+    return test.log10_p, _relative(mapped)
+
+
+def _matched(
+    a: ContentSketch, b: ContentSketch, rotation: Array
+) -> tuple[float, float, int] | None:
+    """The matched-unit test on the content samples: (log10 p, relative change, pairs)."""
+    if min(len(a.units), len(b.units)) < 2:
+        return None
+    up_a, up_b = a.up.astype(np.float64), b.up.astype(np.float64) @ rotation.T
+    up_cos = _unit(up_b) @ _unit(up_a).T
+    reading = np.abs(up_cos)
+    gates = None
+    if a.gate is not None and b.gate is not None:
+        gates = (a.gate.astype(np.float64), b.gate.astype(np.float64) @ rotation.T)
+        reading = reading + _unit(gates[1]) @ _unit(gates[0]).T
+    rows, columns = linear_sum_assignment(reading, maximize=True)
+    signs = np.sign(up_cos[rows, columns])
+    held_b = _unit(b.down.astype(np.float64) @ rotation.T)[rows] * signs[:, None]
+    held_a = _unit(a.down.astype(np.float64))[columns]
+    test = assignment_test(held_b @ held_a.T, "matched units, held-out bulk (fingerprints)",
+                           "approximate", "normal approximation over re-pairings of matched "
+                           "units")  # fmt: skip
+    pairs = [(up_a[columns] * signs[:, None], up_b[rows])]
+    if gates is not None:
+        pairs.append((gates[0][columns], gates[1][rows]))
+    return test.log10_p, _relative(pairs), len(rows)
 
 
 def compare_fingerprints(a: Fingerprint, b: Fingerprint) -> FingerprintEvidence:
@@ -133,7 +193,10 @@ def compare_fingerprints(a: Fingerprint, b: Fingerprint) -> FingerprintEvidence:
     reason = None if cells else "no pair of layers of equal MLP width"
     log10_p = bonferroni(tests) if tests else 0.0
     ordered = tuple(sorted(cells.values(), key=lambda c: (c.b_layer, c.a_layer)))
-    return FingerprintEvidence(log10_p, tuple(per_layer), ordered, all_pairs, shared, fit, reason)
+    matched = any(c.matched for c in ordered)
+    return FingerprintEvidence(
+        log10_p, tuple(per_layer), ordered, all_pairs, shared, fit, reason, matched
+    )
 
 
 def _all_pairs(

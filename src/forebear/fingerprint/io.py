@@ -2,7 +2,8 @@
 the description as JSON under the ``forebear.fingerprint`` metadata key.
 
 Tensors: ``embedding`` (tokens × dims, float16), and per layer ``layer.N.units``
-(int64), ``layer.N.up`` and ``layer.N.gate`` (float16). The JSON holds the
+(int64), ``layer.N.up`` and ``layer.N.gate`` (float16), and when the layer has a
+content sample ``layer.N.content.units|gate|up|down``. The JSON holds the
 schema name and version, the source, the files' identities, the structure,
 the settings and the sketched tokens. A file of another schema or version,
 or whose tensors disagree with its description, is refused with one line.
@@ -19,7 +20,13 @@ import numpy as np
 from safetensors.numpy import save
 
 from forebear.errors import CorruptCheckpointError, ForebearError
-from forebear.fingerprint.sketch import FINGERPRINT_VERSION, Fingerprint, LayerSketch
+from forebear.fingerprint.sketch import (
+    FINGERPRINT_VERSION,
+    READABLE_VERSIONS,
+    ContentSketch,
+    Fingerprint,
+    LayerSketch,
+)
 from forebear.formats.safetensors import SafetensorsReader
 from forebear.sources.base import ByteSource
 from forebear.sources.local import LocalFile
@@ -47,6 +54,13 @@ def fingerprint_to_bytes(found: Fingerprint) -> bytes:
         tensors[f"layer.{index}.up"] = np.ascontiguousarray(layer.up)
         if layer.gate is not None:
             tensors[f"layer.{index}.gate"] = np.ascontiguousarray(layer.gate)
+        content = layer.content
+        if content is not None:
+            pieces = {"units": content.units, "up": content.up, "down": content.down,
+                      "gate": content.gate}  # fmt: skip
+            for piece, value in pieces.items():
+                if value is not None:
+                    tensors[f"layer.{index}.content.{piece}"] = np.ascontiguousarray(value)
     description = {**found.meta, "tokens": list(found.tokens)}
     return bytes(save(tensors, metadata={_KEY: json.dumps(description)}))
 
@@ -105,9 +119,9 @@ def _load(handle: ByteSource, source: Path | str) -> Fingerprint:
             raise _fail(source, "its description is not JSON") from None
         if not isinstance(meta, dict) or meta.get("schema") != "forebear.fingerprint":
             raise _fail(source, "unknown schema")
-        if meta.get("version") != FINGERPRINT_VERSION:
+        if meta.get("version") not in READABLE_VERSIONS:
             raise _fail(source, f"version {meta.get('version')!r}, this forebear reads "
-                                f"version {FINGERPRINT_VERSION}")  # fmt: skip
+                                f"versions 1 to {FINGERPRINT_VERSION}")  # fmt: skip
         return _assemble(source, reader, meta)
     finally:
         reader.close()
@@ -143,5 +157,27 @@ def _assemble(source: Path | str, reader: SafetensorsReader, meta: dict[str, Any
         )  # fmt: skip
         if not shapes_ok:
             raise _fail(source, f"layer {index} does not match its description")
-        layers.append(LayerSketch(units.astype(np.int64), int(width), gate, up))
+        content = _content(source, reader, names, index, int(width), dims)
+        layers.append(LayerSketch(units.astype(np.int64), int(width), gate, up, content))
     return Fingerprint(meta, tuple(tokens), embedding, tuple(layers))
+
+
+def _content(source: Path | str, reader: SafetensorsReader, names: set[str], index: int,
+             width: int, dims: int) -> ContentSketch | None:  # fmt: skip
+    prefix = f"layer.{index}.content."
+    if prefix + "up" not in names:
+        return None
+    if prefix + "units" not in names or prefix + "down" not in names:
+        raise _fail(source, f"layer {index}'s content sample is incomplete")
+    units = reader.read(prefix + "units")
+    up, down = reader.read(prefix + "up"), reader.read(prefix + "down")
+    gate = reader.read(prefix + "gate") if prefix + "gate" in names else None
+    expected = (len(units), dims)
+    shapes_ok = (
+        units.ndim == 1 and up.shape == expected and down.shape == expected
+        and (gate is None or gate.shape == expected)
+        and bool(np.all((units >= 0) & (units < width)))
+    )  # fmt: skip
+    if not shapes_ok:
+        raise _fail(source, f"layer {index}'s content sample does not match its description")
+    return ContentSketch(units.astype(np.int64), gate, up, down)

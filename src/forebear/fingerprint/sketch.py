@@ -15,6 +15,16 @@ share most token strings pick mostly the same tokens. Units are sampled at
 positions that depend only on the MLP's width (``evidence.sample_units``), so
 two fingerprints of models of one shape line up unit for unit.
 
+Positions fail when units move (a permuted copy) or disappear (width pruning).
+So a fingerprint made with ``content_units`` also keeps a **content sample**:
+per layer, the units with the largest ``‖up‖·‖down‖·‖gate‖`` (folded rows;
+unchanged by unit permutation, residual rotation, sign flips and the
+``up·c, down/c`` rescaling, and what magnitude pruning keeps), with their gate
+and up rows and their down columns stripped of the model's shared directions
+(``align.units.strip_shared``), all in canonical coordinates. It costs reading
+every MLP weight once (not a row sample), so remote models skip it by default.
+A layer without a dense MLP is sketched through its first routed expert.
+
 This module builds fingerprints; ``io`` stores them and ``evidence`` tests them.
 """
 
@@ -27,16 +37,18 @@ from typing import Any
 
 import numpy as np
 
-from forebear.align.units import top_directions
+from forebear.align.units import normalise_rows, strip_shared, top_directions
 from forebear.architectures import Role
 from forebear.architectures.resolve import ResolvedModel
-from forebear.compare.views import ReadCounter, sampled_layer_views
+from forebear.compare.evidence import shared_directions
+from forebear.compare.views import ReadCounter, first_mlp_view, sampled_layer_views
 from forebear.errors import ForebearError
 from forebear.formats.base import Array
 from forebear.model import Model
 
 __all__ = [
     "FINGERPRINT_VERSION",
+    "ContentSketch",
     "Fingerprint",
     "LayerSketch",
     "fingerprint",
@@ -44,7 +56,19 @@ __all__ = [
     "token_key",
 ]
 
-FINGERPRINT_VERSION = 1
+FINGERPRINT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+DEFAULT_CONTENT_UNITS = 64  # version 1: no content samples, MoE layers not sketched
+
+
+@dataclass(frozen=True)
+class ContentSketch:
+    """The units of one MLP chosen by content (see the module docstring), canonical rows."""
+
+    units: Array  # (n,) int64: their positions (reported, never used to pair units)
+    gate: Array | None  # (n, dims) float16, or None for an ungated MLP
+    up: Array  # (n, dims) float16
+    down: Array  # (n, dims) float16: down columns stripped of shared directions, unit length
 
 
 @dataclass(frozen=True)
@@ -55,6 +79,7 @@ class LayerSketch:
     width: int  # the MLP's width (units)
     gate: Array | None  # (n, dims) float16, or None for an ungated MLP
     up: Array  # (n, dims) float16
+    content: ContentSketch | None = None
 
 
 @dataclass(frozen=True)
@@ -110,16 +135,37 @@ def _canonical_basis(rows: Array, dims: int) -> Array:
     return oriented
 
 
-def _layer(resolved: ResolvedModel, layer: int, basis: Array, units: int,
+def _layer(resolved: ResolvedModel, layer: int, basis: Array, units: int, content: int,
            counter: ReadCounter) -> LayerSketch | None:  # fmt: skip
-    """The dense MLP's gate and up rows at the fast test's positions, norm folded, in the
-    canonical basis (``sampled_layer_views`` with the basis as the map)."""
+    """The MLP's gate and up rows at the fast test's positions, norm folded, in the
+    canonical basis (``sampled_layer_views`` with the basis as the map), and its content
+    sample of ``content`` units (none when 0)."""
     found = sampled_layer_views(resolved, "model", layer, basis.astype(np.float32), counter, units)
     if not found:
         return None
     gate, up, _ = found[0].raw
     as16 = None if gate is None else gate.astype(np.float16)
-    return LayerSketch(found[0].kept, found[0].units, as16, up.astype(np.float16))
+    chosen = _content(resolved, layer, basis, content, counter) if content > 0 else None
+    return LayerSketch(found[0].kept, found[0].units, as16, up.astype(np.float16), chosen)
+
+
+def _content(resolved: ResolvedModel, layer: int, basis: Array, count: int,
+             counter: ReadCounter) -> ContentSketch | None:  # fmt: skip
+    """The ``count`` units of largest ``‖up‖·‖down‖·‖gate‖``, rows in canonical coordinates."""
+    view = first_mlp_view(resolved, "model", layer, counter)
+    if view is None or view.down is None:
+        return None
+    score = np.linalg.norm(view.up, axis=1) * np.linalg.norm(view.down, axis=1)
+    if view.gate is not None:
+        score = score * np.linalg.norm(view.gate, axis=1)
+    keep = np.sort(np.argsort(-score, kind="stable")[:count])
+    mapped = basis.astype(np.float32)
+    down = strip_shared(view.down, shared_directions(view.down.shape[1]), keep, normalise=True)
+    gate = None if view.gate is None else (view.gate[keep] @ mapped).astype(np.float16)
+    return ContentSketch(
+        keep.astype(np.int64), gate, (view.up[keep] @ mapped).astype(np.float16),
+        normalise_rows(down @ mapped).astype(np.float16),
+    )  # fmt: skip
 
 
 def fingerprint(
@@ -127,11 +173,16 @@ def fingerprint(
     *,
     dims: int = 256,
     units: int = 64,
+    content_units: int | None = None,
     basis_tokens: int = 8192,
     sketch_tokens: int = 2048,
     source: str | None = None,
 ) -> Fingerprint:
-    """The fingerprint of an opened model (see the module docstring)."""
+    """The fingerprint of an opened model (see the module docstring). ``content_units``:
+    the content sample's size per layer, 0 for none; by default 64 for a local model and
+    0 for a remote one (the sample reads every MLP weight)."""
+    if content_units is None:
+        content_units = 0 if model.traffic() is not None else DEFAULT_CONTENT_UNITS
     resolved = model.resolved
     if not resolved.has(Role.EMBED_TOKENS) or not resolved.dims.hidden:
         raise ForebearError(
@@ -145,7 +196,9 @@ def fingerprint(
     kept = min(dims, resolved.dims.hidden, max(len(ids) - 1, 1))
     basis = _canonical_basis(embedding, kept)
     sketched = np.sort(hash_order(keys)[:sketch_tokens])
-    layers = tuple(_layer(resolved, i, basis, units, counter) for i in resolved.layers)
+    layers = tuple(
+        _layer(resolved, i, basis, units, content_units, counter) for i in resolved.layers
+    )
     structure = {
         "family": resolved.family,
         "hidden": resolved.dims.hidden,
@@ -165,6 +218,7 @@ def fingerprint(
         "settings": {
             "dims": kept,
             "units": units,
+            "content_units": content_units,
             "basis_tokens": basis_tokens,
             "sketch_tokens": sketch_tokens,
             "hash": "blake2b-64 of token keys",

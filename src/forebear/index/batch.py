@@ -69,6 +69,7 @@ class TaskSettings:
     dims: int = 256
     units: int = 64
     token: str | None = None  # a hub token; None: the workers' own login or HF_TOKEN
+    content_units: int | None = None  # None: the fingerprint's default (local 64, remote 0)
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ def make_record(
     token: str | None = None,
     dims: int = 256,
     units: int = 64,
+    content_units: int | None = None,
 ) -> IndexRecord:
     """Open ``ref`` (a local path, or what ``open_model`` accepts), fingerprint it and read
     its model card; the record's revision is the resolved one when the source knows it."""
@@ -146,7 +148,7 @@ def make_record(
     # Only what is set: a local path needs neither, and works with any open_model.
     options: dict[str, Any] = {k: v for k, v in (("revision", revision), ("token", token)) if v}
     with open_model(name, **options) as model:
-        found = fingerprint(model, dims=dims, units=units, source=name)
+        found = fingerprint(model, dims=dims, units=units, content_units=content_units, source=name)
         card = read_card(model.location) if model.location is not None else None
     resolved = found.meta.get("revision")
     return record_from_fingerprint(
@@ -161,8 +163,9 @@ def fingerprint_task(ref: str, settings: TaskSettings) -> IndexRecord:
     """The batch task: ``ref`` as listed (``name[@revision]``) → its record."""
     name, revision = split_ref(ref)
     return make_record(
-        name, revision=revision, token=settings.token, dims=settings.dims, units=settings.units
-    )
+        name, revision=revision, token=settings.token, dims=settings.dims, units=settings.units,
+        content_units=settings.content_units,
+    )  # fmt: skip
 
 
 class SerialExecutor(Executor):
