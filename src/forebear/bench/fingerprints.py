@@ -34,8 +34,8 @@ class FingerprintMethod(ForebearPValue):
     @property
     def description(self) -> str:
         return (
-            "forebear fingerprints: same-position test on sketches in each model's canonical "
-            "basis, without the weights (each model fingerprinted once)"
+            "forebear fingerprints: same-position and content-sample matched tests on sketches "
+            "in each model's canonical basis, without the weights (each model fingerprinted once)"
         )
 
     def _fingerprint(self, path: Path) -> tuple[Fingerprint, int]:
