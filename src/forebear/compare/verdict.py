@@ -26,11 +26,26 @@ from forebear.compare.result import (
 )
 from forebear.model import Model
 
-__all__ = ["Shape", "decide"]
+__all__ = ["Shape", "decide", "storage_error"]
 
 IDENTICAL_DELTA = 1e-6
-COPY_DELTA = 0.06  # ‖B − A‖ / ‖B‖ of a Q4-or-better quantisation or a dtype recast
+COPY_DELTA = 0.06  # ‖B − A‖ / ‖B‖ of a Q4-or-better quantisation or a dtype recast, at most
 LIGHT_DELTA = 0.35
+# Relative rounding of stored types, coarsest first (lower-case substrings of the readers'
+# type names; "bf16" before "f16"). A copy's change is at most COPY_FACTOR times the coarser
+# side's: the zoo's recasts and quantisations measure 0.0002 (fp16) to 0.0054 (Q8_0) against
+# thresholds of 0.0015 and 0.023, while its light fine-tunes change 0.04 to 0.07 — which the
+# flat COPY_DELTA called "repackaged copy" whenever the two were stored differently.
+STORAGE_ERROR = (
+    (("q2", "q3"), 2.0**-3),
+    (("q4", "int4", "nf4", "f8", "e4m3", "e5m2"), 2.0**-4),
+    (("q5",), 2.0**-5),
+    (("q6",), 2.0**-6),
+    (("q8", "int8", "i8"), 2.0**-7),
+    (("bf16",), 2.0**-8),
+    (("f16",), 2.0**-11),
+)
+COPY_FACTOR = 3.0
 _NEW_TOKEN_SHARE = 0.01
 
 
@@ -131,9 +146,28 @@ def decide(
     stored_a, stored_b = shape_a.dtypes, shape_b.dtypes
     if change < IDENTICAL_DELTA and stored_a == stored_b:
         return "identical", reasons
-    if change < COPY_DELTA and stored_a != stored_b:
+    if change < _copy_delta(stored_a, stored_b) and stored_a != stored_b:
         stored = "types unknown" if stored_b is None else ", ".join(sorted(stored_b))
         return "repackaged copy", [*reasons, f"stored differently ({stored})"]
     if change <= LIGHT_DELTA:
         return "derived: light fine-tune", reasons
     return "derived: heavy continued training", reasons
+
+
+def storage_error(dtypes: frozenset[str] | None) -> float | None:
+    """The relative rounding of the coarsest of ``dtypes`` (2⁻²⁴ for float32 and anything not
+    in ``STORAGE_ERROR``); None when the types are unknown."""
+    if dtypes is None:
+        return None
+    kinds = [kind.lower() for kind in dtypes]
+    for names, error in STORAGE_ERROR:
+        if any(name in kind for kind in kinds for name in names):
+            return error
+    return 2.0**-24
+
+
+def _copy_delta(stored_a: frozenset[str] | None, stored_b: frozenset[str] | None) -> float:
+    errors = [storage_error(stored_a), storage_error(stored_b)]
+    if None in errors:
+        return COPY_DELTA
+    return min(COPY_DELTA, COPY_FACTOR * max(e for e in errors if e is not None))
