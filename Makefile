@@ -30,7 +30,8 @@ test: $(VENV)/.dev
 # forebear's methods and by modelDNA (PyPI, in a venv of its own so its pins never meet ours;
 # without a package index it is scored "unavailable"), the 7B-shaped scale pair, remote
 # fingerprints through a loopback hub (the 7B pair, a virtual DeepSeek-V3), and the scan:
-# attribution through an index of the zoo's bases and retrieval at 10 k / 100 k / 1 M entries.
+# attribution through an index of the zoo's bases and retrieval at 10 k / 100 k / 1 M entries,
+# and the lineage tree of the whole full zoo with its merges decomposed.
 ZOO_FULL  ?= benchmarks/.work/zoo-full
 ZOO_CAL   ?= benchmarks/.work/zoo-calibration
 DNA_VENV  := benchmarks/.work/modeldna-venv
@@ -52,6 +53,7 @@ bench: $(VENV)/.dev $(DNA_VENV)/.installed
 	$(BENCH_PATH) $(PY) benchmarks/bench_scale.py $(BENCH_METHODS:-m=--method)
 	$(PY) benchmarks/bench_remote.py
 	$(PY) benchmarks/bench_scan.py --zoo $(ZOO_FULL)
+	$(PY) benchmarks/bench_lineage.py --zoo $(ZOO_FULL)
 	$(PY) benchmarks/update_readme.py
 
 lint: $(VENV)/.dev

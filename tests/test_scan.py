@@ -99,3 +99,29 @@ def test_a_missing_index_is_one_clear_line(
     code = main(["scan", str(tmp_path), "--index", str(tmp_path / "none.sqlite")])
     err = capsys.readouterr().err
     assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_merge_is_named_as_one(mini: ZooBuild, tmp_path: Path) -> None:
+    from forebear.zoo.folders import load_folder, save_folder
+    from forebear.zoo.transforms.merges import merge_linear
+
+    (ft, config, tokenizer), (ft2, _, _) = (
+        load_folder(mini.manifest.model_path(n)) for n in ("llama-a-ft", "llama-a-ft2")
+    )
+    made = merge_linear([ft, ft2], [config, config], weights=[0.7, 0.3])
+    merged = save_folder(tmp_path / "merged", made.state, made.config, tokenizer)
+    with Index.open(tmp_path / "index.sqlite") as index:
+        for name in ("llama-a", "llama-a-ft", "llama-a-ft2", "llama-b"):
+            index.add(make_record(str(mini.manifest.model_path(name)), units=UNITS))
+        sketched = scan(merged, index, units=UNITS)
+        weighed = scan(merged, index, units=UNITS, weights=True)
+        plain = scan(mini.manifest.model_path("llama-a-ft-ft"), index, units=UNITS)
+    parents = {str(mini.manifest.model_path(n)) for n in ("llama-a-ft", "llama-a-ft2")}
+    for result in (sketched, weighed):
+        assert result.merge is not None and set(result.merge.parents) == parents, result.verdict
+        assert result.verdict.startswith("merge of")
+        share = dict(zip(result.merge.parents, result.merge.weights, strict=True))
+        assert share[str(mini.manifest.model_path("llama-a-ft"))] == pytest.approx(0.7, abs=0.1)
+    assert weighed.merge is not None and weighed.merge.decomposition is not None
+    assert weighed.merge.decomposition["verdict"] == "exact merge"
+    assert plain.merge is None and not plain.verdict.startswith("merge")

@@ -15,13 +15,21 @@ model is contradicted; a declared ``base_model`` that is indexed is tested
 directly and is contradicted when the weights call it independent; a derived
 relative the card does not declare is reported. This module owns the scan and
 the checks; the index owns storage and retrieval.
+
+When the evidence splits across two derived relatives that the query lies
+between (``lineage.tree``'s screen: ``d(A, Q) + d(Q, B) < 1.4 · d(A, B)``, the
+query's foot between 5 % and 95 % of the way), the verdict says **merge** of the
+two, with weights from the distances; with ``weights=True`` and both reachable,
+``lineage.decompose`` decides instead (a fit that is no merge drops the claim).
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any, Literal
 
 from forebear.compare.result import Comparison
@@ -32,11 +40,16 @@ from forebear.fingerprint.vector import retrieval_vector
 from forebear.index.card import CardClaims, read_card
 from forebear.index.record import IndexRecord
 from forebear.index.store import Index
+from forebear.lineage.decompose import MIN_WEIGHT
+from forebear.lineage.tree import BETWEEN
 from forebear.model import open_model
 
 __all__ = ["CardCheck", "ScanMatch", "ScanResult", "scan"]
 
 CheckStatus = Literal["contradicted", "consistent", "unverifiable", "undeclared"]
+
+
+MERGE_CANDIDATES = 4  # derived relatives, strongest first, tried in pairs as a merge's parents
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,16 @@ class CardCheck:
 
 
 @dataclass(frozen=True)
+class ScanMerge:
+    """The query as a merge of two indexed relatives."""
+
+    parents: tuple[str, str]
+    weights: tuple[float, float]  # from the distances, or the decomposition's when it ran
+    between: float  # (d(A, Q) + d(Q, B)) / d(A, B): 1 on the line between them
+    decomposition: Mapping[str, Any] | None = None  # ``Decomposition.to_json()``, when run
+
+
+@dataclass(frozen=True)
 class ScanResult:
     query: str
     indexed: int  # records in the index
@@ -71,11 +94,15 @@ class ScanResult:
     card: CardClaims | None
     checks: tuple[CardCheck, ...]
     seconds: dict[str, float] = field(default_factory=dict)
+    merge: ScanMerge | None = None
 
     @property
     def verdict(self) -> str:
         if self.best is None:
             return "no indexed relative"
+        if self.merge is not None:
+            (a, b), (wa, wb) = self.merge.parents, self.merge.weights
+            return f"merge of {a} ({wa:.2f}) and {b} ({wb:.2f})"
         return f"{self.best.decisive.verdict} of {self.best.record.label}"
 
     def to_json(self) -> dict[str, Any]:
@@ -88,8 +115,11 @@ class ScanResult:
             "matches": [_match_json(m) for m in self.matches],
             "card": None if self.card is None else self.card.to_json(),
             "checks": [vars(check) for check in self.checks],
+            "merge": None if self.merge is None else {
+                "parents": list(self.merge.parents), "weights": list(self.merge.weights),
+                "between": self.merge.between, "decomposition": self.merge.decomposition},
             "seconds": self.seconds,
-        }
+        }  # fmt: skip
 
 
 def _match_json(match: ScanMatch) -> dict[str, Any]:
@@ -137,12 +167,51 @@ def scan(
     matches.sort(key=lambda m: (not m.decisive.derived, m.decisive.log10_p, -m.score))
     best = matches[0] if matches and matches[0].decisive.derived else None
     checks = _check_card(card, best, matches, index, query, name)
+    merge = _merge(matches, index, name if weights else None)
     return ScanResult(
         query=name, indexed=len(index), retrieved=len(found), matches=tuple(matches), best=best,
         card=card, checks=tuple(checks),
         seconds={"fingerprint": made - started, "retrieval": ranked - made,
-                 "tests": time.perf_counter() - ranked},
+                 "tests": time.perf_counter() - ranked}, merge=merge,
     )  # fmt: skip
+
+
+def _distance(found: Comparison) -> float | None:
+    ledger = found.ledger
+    return None if ledger is None or ledger.changed is None else float(ledger.changed)
+
+
+def _merge(matches: list[ScanMatch], index: Index, query: str | None) -> ScanMerge | None:
+    """The two derived relatives the query lies between, if any (see the module docstring);
+    ``query``: the model to decompose on their weights (None: distances only)."""
+    derived = [m for m in matches if m.decisive.derived][:MERGE_CANDIDATES]
+    for a, b in combinations(derived, 2):
+        da, db = _distance(a.decisive), _distance(b.decisive)
+        apart = _distance(compare_sketches(index.load_fingerprint(a.record),
+                                           index.load_fingerprint(b.record)))  # fmt: skip
+        if da is None or db is None or not apart or max(da, db) >= apart:
+            continue
+        between = (da + db) / apart
+        t = (da**2 - db**2 + apart**2) / (2 * apart**2)  # the query's foot, from a toward b
+        if between >= BETWEEN or not MIN_WEIGHT <= t <= 1 - MIN_WEIGHT:
+            continue
+        found = ScanMerge((a.record.label, b.record.label), (1 - t, t), between)
+        if query is None or a.weights is None or b.weights is None:
+            return found
+        return _decomposed(found, query, (a.record.ref, b.record.ref))
+    return None
+
+
+def _decomposed(found: ScanMerge, query: str, parents: tuple[str, str]) -> ScanMerge | None:
+    from forebear.lineage import decompose
+
+    with open_model(query) as model, open_model(parents[0]) as first, \
+            open_model(parents[1]) as second:  # fmt: skip
+        result = decompose(model, [first, second])
+    if result.verdict not in ("exact merge", "merge, then changed") or result.best is None:
+        return None
+    weights = (result.best.weights[0], result.best.weights[1])
+    return ScanMerge(found.parents, weights, found.between, result.to_json())
 
 
 def _query(model: str | os.PathLike[str] | Fingerprint, revision: str | None, token: str | None,

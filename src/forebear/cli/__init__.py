@@ -14,12 +14,14 @@ import typer
 from forebear import __version__
 from forebear.cli.bench import bench_command
 from forebear.cli.compare import compare_command
+from forebear.cli.decompose import decompose_command
 from forebear.cli.demo import demo_command
 from forebear.cli.fingerprint import fingerprint_command
 from forebear.cli.index import index_app
 from forebear.cli.inspect import inspect_command
 from forebear.cli.output import Output
 from forebear.cli.scan import scan_command
+from forebear.cli.tree import tree_command
 from forebear.cli.zoo import zoo_app
 from forebear.errors import ForebearError
 
@@ -39,6 +41,8 @@ app.command("inspect")(inspect_command)
 app.command("compare")(compare_command)
 app.command("fingerprint")(fingerprint_command)
 app.command("scan")(scan_command)
+app.command("decompose")(decompose_command)
+app.command("tree")(tree_command)
 app.command("demo")(demo_command)
 app.command("bench")(bench_command)
 app.add_typer(zoo_app, name="zoo")

@@ -1,0 +1,202 @@
+"""The lineage benchmark: the tree of the whole full zoo against its manifest, and merges.
+
+1. ``forebear tree`` over every model of the full zoo (every pair compared on the weights):
+   edge precision and recall against the manifest's parent edges (undirected), direction
+   accuracy on the true edges found (decided right, decided wrong, undetermined), edges
+   between the manifest's independent families, and each merge's recovered parents. The
+   distilled model's edge is behaviour only: it is no weight edge, and it should get none.
+2. ``forebear decompose`` of each zoo merge on its true parents with llama-a as the base: the
+   recovered method and weights against the recipe (goal ±0.03), the residual (an exact merge
+   against the one trained further).
+
+Writes benchmarks/results/lineage.json and lineage.md. Usage:
+    python benchmarks/bench_lineage.py [--zoo benchmarks/.work/zoo-full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from forebear.lineage import decompose
+from forebear.lineage.tree import build_tree
+from forebear.model import open_model
+from forebear.zoo.manifest import load_manifest
+
+ROOT = Path(__file__).resolve().parent
+GOAL_WEIGHTS = 0.03
+GOAL_DIRECTION = 0.9
+Recipe = tuple[str, Callable[[Mapping[str, Any]], tuple[float, ...]]]
+MERGES: dict[str, Recipe] = {
+    "llama-a-merge-linear": ("linear", lambda p: tuple(p["weights"])),
+    "llama-a-merge-slerp": ("slerp", lambda p: (1 - p["t"], p["t"])),
+    "llama-a-merge-ties": ("ties", lambda p: (0.5, 0.5)),
+    "llama-a-merge-ft": ("linear, then trained", lambda p: tuple(p["weights"])),
+}
+
+
+def _truth(manifest: Any) -> tuple[set[tuple[str, str]], dict[str, int]]:
+    """Weight edges (parent, child) and each model's family index (components of them)."""
+    edges = {(p, name) for name, spec in manifest.models.items() if spec.kind == "derived"
+             for p in spec.parents}  # fmt: skip
+    family = {name: i for i, name in enumerate(manifest.models)}
+    changed = True
+    while changed:
+        changed = False
+        for p, c in edges:
+            low = min(family[p], family[c])
+            if family[p] != low or family[c] != low:
+                family[p] = family[c] = low
+                changed = True
+    return edges, family
+
+
+def tree(zoo: Path) -> dict[str, Any]:
+    manifest = load_manifest(zoo)
+    by_path = {str(manifest.model_path(n)): n for n in manifest.models}
+    started = time.perf_counter()
+
+    def say(message: str) -> None:
+        print(f"\rlineage: {message}", end="", file=sys.stderr)
+
+    found = build_tree(list(by_path), progress=say).to_json()
+    print(file=sys.stderr)
+    truth, family = _truth(manifest)
+    edges = [{**e, "parent": by_path[e["parent"]], "child": by_path[e["child"]]}
+             for e in found["edges"]]  # fmt: skip
+    merges = {
+        by_path[m["model"]]: {"parents": sorted(by_path[p] for p in m["parents"]),
+                              "verdict": m["verdict"], "best": m["best"]}
+        for m in found["merges"]
+    }  # fmt: skip
+    return {
+        "models": len(by_path), "seconds": time.perf_counter() - started,
+        "comparisons": found["comparisons"], "merges": merges, "edges": edges,
+        "warnings": found["warnings"], **_scores(edges, truth, family),
+    }  # fmt: skip
+
+
+def _scores(edges: list[dict[str, Any]], truth: set[tuple[str, str]], family: dict[str, int]
+            ) -> dict[str, Any]:  # fmt: skip
+    undirected = {frozenset(t) for t in truth}
+    pair = {id(e): frozenset((e["parent"], e["child"])) for e in edges}
+    hits = [e for e in edges if pair[id(e)] in undirected]
+    right = [e for e in hits if (e["parent"], e["child"]) in truth]
+    decided = [e for e in hits if e["decided_by"] == "weights"]
+    found_pairs = set(pair.values())
+    reversed_ = [e for e in hits if e not in right]
+    return {
+        "true_edges": len(truth), "predicted_edges": len(edges),
+        "precision": len(hits) / max(len(edges), 1),
+        "recall": len(undirected & found_pairs) / max(len(undirected), 1),
+        "direction_right": len(right), "direction_decided": len(decided),
+        "direction_decided_right": sum((e["parent"], e["child"]) in truth for e in decided),
+        "cross_family_edges": [e for e in edges if family[e["parent"]] != family[e["child"]]],
+        "missed": sorted(f"{p} → {c}" for p, c in truth if frozenset((p, c)) not in found_pairs),
+        "extra": sorted(f"{e['parent']} → {e['child']}" for e in edges
+                        if pair[id(e)] not in undirected),
+        "wrong_direction": sorted(f"{e['child']} → {e['parent']} ({e['decided_by']}, "
+                                  f"P {e['p_weights']:.2f})" for e in reversed_),
+    }  # fmt: skip
+
+
+def merges(zoo: Path) -> list[dict[str, Any]]:
+    manifest = load_manifest(zoo)
+    rows = []
+    for name, (method, expected) in MERGES.items():
+        spec = manifest.models[name]
+        paths = [manifest.model_path(n) for n in (name, *spec.parents, "llama-a")]
+        models = [open_model(p) for p in paths]
+        started = time.perf_counter()
+        try:
+            found = decompose(models[0], models[1:3], models[3])
+        finally:
+            for model in models:
+                model.close()
+        truth = expected(dict(spec.params))
+        best = found.best
+        error = None if best is None else max(abs(a - b) for a, b in zip(best.weights, truth,
+                                                                         strict=True))  # fmt: skip
+        rows.append({
+            "model": name, "recipe": method, "true_weights": list(truth),
+            "verdict": found.verdict, "method": None if best is None else best.method,
+            "weights": None if best is None else list(best.weights),
+            "params": None if best is None else dict(best.params),
+            "residual": None if best is None else best.residual, "weight_error": error,
+            "exact_threshold": found.exact_threshold, "seconds": time.perf_counter() - started,
+        })  # fmt: skip
+    return rows
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    t = report["tree"]
+    found = t["true_edges"] - len(t["missed"])
+    lines = [
+        "# Lineage benchmark: the full zoo's tree, and merge decomposition",
+        "",
+        f"Generated by `benchmarks/bench_lineage.py` ({report['date']}) on "
+        f"{report['cpus']} CPU cores, forebear {report['forebear']}.",
+        "",
+        f"## Tree of all {t['models']} models ({t['comparisons']} pairs compared on the weights, "
+        f"{t['seconds']:.0f} s)",
+        "",
+        "| measure | value | goal |",
+        "|---|---|---|",
+        f"| parent edges found (recall) | {found}/{t['true_edges']} ({t['recall']:.2f}) | all |",
+        f"| edge precision | {t['precision']:.2f} ({t['predicted_edges']} edges) | — |",
+        f"| direction right, of the true edges found | {t['direction_right']}/{found} "
+        f"({t['direction_right'] / max(found, 1):.2f}) | ≥ {GOAL_DIRECTION:.0%} |",
+        f"| directions the weights decide (P ≥ 0.9), right | {t['direction_decided_right']}/"
+        f"{t['direction_decided']} | — |",
+        f"| edges between independent families | {len(t['cross_family_edges'])} | 0 |",
+        "",
+    ]
+    for title, key in (("Missed parent edges", "missed"), ("Edges not in the manifest", "extra"),
+                       ("Found with the direction reversed", "wrong_direction")):  # fmt: skip
+        if t[key]:
+            lines += [f"{title}:", "", *(f"- {x}" for x in t[key]), ""]
+    lines += ["Merges recognised in the tree:", ""]
+    lines += [f"- {m}: {x['verdict']} of {', '.join(x['parents'])}" for m, x in t["merges"].items()]
+    lines += ["", "## Decomposition of the zoo's merges (true parents, llama-a as base)", "",
+              "| merge | recipe | verdict | fitted | weights (true) | error | residual |",
+              "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for row in report["merges"]:
+        weights = "–" if row["weights"] is None else ", ".join(f"{w:.3f}" for w in row["weights"])
+        true = ", ".join(f"{w:.2f}" for w in row["true_weights"])
+        params = "".join(f", {k} {v:.3f}" for k, v in (row["params"] or {}).items())
+        error = "–" if row["weight_error"] is None else f"{row['weight_error']:.4f}"
+        residual = "–" if row["residual"] is None else f"{row['residual']:.2g}"
+        lines.append(f"| {row['model']} | {row['recipe']} | {row['verdict']} | {row['method']}"
+                     f"{params} | {weights} ({true}) | {error} | {residual} |")  # fmt: skip
+    exact = [r for r in report["merges"] if r["recipe"] != "linear, then trained"]
+    within = all(r["weight_error"] is not None and r["weight_error"] <= GOAL_WEIGHTS for r in exact)
+    lines += ["", f"- goal: weights within ±{GOAL_WEIGHTS} for linear / SLERP / TIES: "
+              f"{'met' if within else '**not met**'}"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--zoo", type=Path, default=ROOT / ".work" / "zoo-full")
+    parser.add_argument("--out", type=Path, default=ROOT / "results")
+    args = parser.parse_args()
+    import forebear
+
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
+        "forebear": forebear.__version__, "merges": merges(args.zoo), "tree": tree(args.zoo),
+    }  # fmt: skip
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "lineage.json").write_text(json.dumps(report, indent=2) + "\n")
+    (args.out / "lineage.md").write_text(to_markdown(report))
+    print(to_markdown(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""``forebear tree MODEL…``: the lineage forest of a set of models, each edge with its
+evidence and the probability of its direction.
+
+Exit codes: 0 done, 1 error.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from forebear.cli.output import Format, Output
+from forebear.lineage.graphml import to_graphml
+from forebear.lineage.priors import load_priors
+from forebear.lineage.tree import build_tree
+
+
+class TreeFormat(StrEnum):
+    text = "text"
+    json = "json"
+    graphml = "graphml"
+
+
+def tree_command(
+    models: Annotated[list[str], typer.Argument(help="Model folders, weights files or hub ids.")],
+    priors: Annotated[
+        Path | None,
+        typer.Option(
+            "--priors",
+            help="Metadata priors (JSON/YAML): release dates, declared "
+            "bases, quantised flags; reported apart from the weights' evidence.",
+        ),
+    ] = None,
+    fmt: Annotated[TreeFormat, typer.Option("--format", "-f", help="Output format.")] = (
+        TreeFormat.text
+    ),
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the output here, not stdout.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+) -> None:
+    """Compare every pair, find families, copies and merges, and orient each parent edge
+    (structure, storage precision, weight growth; priors kept apart)."""
+    claims = None if priors is None else load_priors(priors)
+
+    def say(message: str) -> None:
+        if not quiet:
+            sys.stderr.write(f"\r\033[Ktree: {message}")
+            sys.stderr.flush()
+
+    found = build_tree(models, priors=claims, progress=say)
+    if not quiet:
+        sys.stderr.write("\r\033[K")
+    if fmt is TreeFormat.graphml:
+        _write(to_graphml(found), out)
+        return
+    if out is not None:
+        with out.open("w", encoding="utf-8") as stream:
+            Output(Format(fmt.value), stream).emit(found.to_json(), _render)
+        return
+    Output(Format(fmt.value)).emit(found.to_json(), _render)
+
+
+def _write(text: str, out: Path | None) -> None:
+    if out is None:
+        sys.stdout.write(text)
+        return
+    temporary = out.with_name(f".{out.name}.tmp")
+    temporary.write_text(text, encoding="utf-8")
+    temporary.replace(out)
+
+
+def _render(console: Console, data: dict[str, Any]) -> None:
+    children: dict[str, list[dict[str, Any]]] = {}
+    has_parent = set()
+    for edge in data["edges"]:
+        children.setdefault(edge["parent"], []).append(edge)
+        has_parent.add(edge["child"])
+    for index, family in enumerate(data["families"], start=1):
+        console.print(f"[bold]family {index}[/bold] ({len(family)} models)")
+        for root in [m for m in family if m not in has_parent]:
+            console.print(f"  {root}", markup=False)
+            _branch(console, root, children, "    ", set())
+    for warning in data["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    console.print(f"[dim]{data['comparisons']} pairs compared in {data['seconds']:.1f} s; "
+                  "P: probability of the direction shown, from the weights (priors apart); "
+                  "'?': undetermined[/dim]")  # fmt: skip
+
+
+def _branch(console: Console, node: str, children: dict[str, list[dict[str, Any]]],
+            indent: str, seen: set[str]) -> None:  # fmt: skip
+    for edge in sorted(children.get(node, []), key=lambda e: e["child"]):
+        child = edge["child"]
+        mark = "?" if edge["decided_by"] == "undetermined" else ""
+        share = "" if edge["weight"] is None else f", weight {edge['weight']:.2f}"
+        priors = "" if edge["p_priors"] is None else f", with priors {edge['p_priors']:.2f}"
+        if edge["alternatives"]:
+            priors += "; nearly as close: " + ", ".join(edge["alternatives"])
+        console.print(f"{indent}└─ {child}  [{edge['relation']}{share}; P {edge['p_weights']:.2f}"
+                      f"{mark}{priors}]", markup=False)  # fmt: skip
+        if child not in seen:  # a merge hangs under each parent; its subtree is shown once
+            seen.add(child)
+            _branch(console, child, children, indent + "   ", seen)

@@ -1,0 +1,443 @@
+"""Lineage trees: who is whose parent among many models, with a confidence per edge.
+
+``build_tree(refs)`` reads every model once, compares every pair and assembles:
+
+1. **families**: connected components of the pairs the comparison calls derived
+   (p < 1e-6); no edge ever joins two families;
+2. **copies** (identical or repackaged) collapse into one node per cluster, the
+   most precisely stored member first, the others its leaves;
+3. **merges**: a model that lies between two of its six nearest relatives —
+   ``d(P1, M) + d(M, P2) < 1.4 · d(P1, P2)``, where a parent with two children sits
+   at √2 or more — is
+   decomposed on them (``decompose``, with their closest common relative as the
+   base, only when the parents alone do not explain it); an exact or changed merge
+   becomes a node with two parents;
+4. the rest of each family: the **minimum spanning tree** of the pairwise
+   distances (``ledger.changed``: parameter-weighted relative change) — a parent
+   is closer to each child than two siblings are to each other;
+5. **direction**: each tree edge gets log-odds from ``direction``; the tree is
+   rooted where they agree most, every rooting weighted by ``exp(½ Σ log-odds)``,
+   and ``P(u → v)`` is the weight of the roots on u's side. An edge with P inside
+   [0.1, 0.9] is "undetermined". Metadata priors (``Priors``: release dates,
+   declared base models, quantised flags) add log-odds in a second rooting,
+   reported beside the weights' own.
+
+``assemble`` is the graph logic alone (no I/O), for tests and for other sources
+of pairwise evidence.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from itertools import combinations
+from typing import Any
+
+from forebear.compare.result import Comparison
+from forebear.errors import ForebearError
+from forebear.lineage.decompose import Decomposition, decompose
+from forebear.lineage.direction import DirectionEvidence, ModelProfile, direction, profile
+from forebear.lineage.priors import Priors
+from forebear.model import Model, open_model
+
+__all__ = ["Edge", "Lineage", "assemble", "build_tree"]
+
+BETWEEN = 1.4  # (d(P1, M) + d(M, P2)) / d(P1, P2) below this: M may be their merge
+MERGE_CANDIDATES = 3  # pairs of relatives a model is decomposed on, most "between" first
+NEAREST = 6  # a merge's parents are sought among a model's this many nearest relatives
+ALTERNATIVE = 1.1  # relatives this close to a child, relative to its parent, are listed
+DECIDED = 0.9  # P(direction) beyond this (or below 1 − this) decides an edge
+_COPIES = ("identical", "repackaged copy")
+_MERGE_P = {"exact merge": 0.999, "merge, then changed": 0.9}
+
+Decomposer = Callable[[str, str, str, str | None], Decomposition]
+
+
+@dataclass(frozen=True)
+class Edge:
+    parent: str
+    child: str
+    relation: str  # the comparison's verdict class, or "merge"
+    log10_p: float | None  # the pair's test (None for a merge edge)
+    distance: float | None  # relative change between the two
+    p_weights: float  # P(parent → child) from the weights
+    p_priors: float | None  # with the metadata priors, when given
+    decided_by: str  # "weights", "priors" or "undetermined"
+    reasons: tuple[str, ...]
+    weight: float | None = None  # a merge parent's mixture weight
+    alternatives: tuple[str, ...] = ()  # other relatives within ALTERNATIVE of the distance
+
+
+@dataclass(frozen=True)
+class Lineage:
+    models: tuple[str, ...]
+    families: tuple[tuple[str, ...], ...]
+    edges: tuple[Edge, ...]
+    merges: tuple[Mapping[str, Any], ...]  # each merge's decomposition (JSON form)
+    warnings: tuple[str, ...]
+    comparisons: int
+    seconds: float = 0.0
+
+    def parents(self, model: str) -> tuple[str, ...]:
+        return tuple(e.parent for e in self.edges if e.child == model)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "models": list(self.models), "families": [list(f) for f in self.families],
+            "edges": [_edge_json(e) for e in self.edges], "merges": list(self.merges),
+            "warnings": list(self.warnings), "comparisons": self.comparisons,
+            "seconds": self.seconds,
+        }  # fmt: skip
+
+
+def _edge_json(edge: Edge) -> dict[str, Any]:
+    return {
+        "parent": edge.parent, "child": edge.child, "relation": edge.relation,
+        "log10_p": edge.log10_p, "distance": edge.distance, "p_weights": edge.p_weights,
+        "p_priors": edge.p_priors, "decided_by": edge.decided_by,
+        "reasons": list(edge.reasons), "weight": edge.weight,
+        "alternatives": list(edge.alternatives),
+    }  # fmt: skip
+
+
+def build_tree(
+    refs: Sequence[str],
+    *,
+    priors: Priors | None = None,
+    budget: int = 1 << 22,
+    progress: Callable[[str], None] | None = None,
+) -> Lineage:
+    """Open, profile and compare every model of ``refs``; then ``assemble``."""
+    say = progress or (lambda message: None)
+    if len(set(refs)) < len(refs):
+        twice = sorted({r for r in refs if refs.count(r) > 1})
+        raise ForebearError(f"{twice[0]}: named more than once",
+                            hint="list each model once")  # fmt: skip
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        models = [stack.enter_context(open_model(ref)) for ref in refs]
+        names = [m.name for m in models]
+        profiles = {m.name: profile(m) for m in models}
+        pairs: dict[tuple[str, str], Comparison] = {}
+        for count, (a, b) in enumerate(combinations(models, 2), start=1):
+            say(f"compare {count}/{len(models) * (len(models) - 1) // 2}: {a.name} · {b.name}")
+            pairs[(a.name, b.name)] = _compare(a, b)
+        by_name = dict(zip(names, models, strict=True))
+
+        def decomposer(m: str, p1: str, p2: str, base: str | None) -> Decomposition:
+            given = None if base is None else by_name[base]
+            return decompose(by_name[m], [by_name[p1], by_name[p2]], given, budget=budget)
+
+        found = assemble(names, pairs, profiles, decomposer, priors)
+    return _timed(found, time.perf_counter() - started)
+
+
+def _compare(a: Model, b: Model) -> Comparison:
+    from forebear.compare import compare
+
+    return compare(a, b)
+
+
+def _timed(found: Lineage, seconds: float) -> Lineage:
+    return Lineage(found.models, found.families, found.edges, found.merges, found.warnings,
+                   found.comparisons, seconds)  # fmt: skip
+
+
+@dataclass
+class _Graph:
+    """Pairwise evidence by unordered pair, and the profiles."""
+
+    pairs: Mapping[tuple[str, str], Comparison]
+    profiles: Mapping[str, ModelProfile]
+    warnings: list[str] = field(default_factory=list)
+
+    def get(self, u: str, v: str) -> tuple[Comparison, bool] | None:
+        """The comparison of ``u`` and ``v`` and whether u was its A."""
+        if (u, v) in self.pairs:
+            return self.pairs[(u, v)], True
+        if (v, u) in self.pairs:
+            return self.pairs[(v, u)], False
+        return None
+
+    def copies(self, u: str, v: str) -> bool:
+        found = self.get(u, v)
+        return found is not None and found[0].verdict in _COPIES
+
+    def derived(self, u: str, v: str) -> bool:
+        found = self.get(u, v)
+        return found is not None and found[0].derived
+
+    def distance(self, u: str, v: str) -> float:
+        found = self.get(u, v)
+        if found is None:
+            return math.inf
+        ledger = found[0].ledger
+        if ledger is not None and ledger.changed is not None:
+            return float(ledger.changed)
+        return 0.0 if found[0].verdict in _COPIES else 1.0
+
+    def direction(self, u: str, v: str) -> DirectionEvidence:
+        """Log-odds that ``u`` is ``v``'s parent."""
+        found = self.get(u, v)
+        assert found is not None
+        comparison, u_is_a = found
+        a, b = (u, v) if u_is_a else (v, u)
+        evidence = direction(self.profiles[a], self.profiles[b], comparison)
+        return evidence if u_is_a else DirectionEvidence(-evidence.log_odds, evidence.reasons)
+
+
+def assemble(
+    names: Sequence[str],
+    pairs: Mapping[tuple[str, str], Comparison],
+    profiles: Mapping[str, ModelProfile],
+    decomposer: Decomposer | None,
+    priors: Priors | None = None,
+) -> Lineage:
+    """The lineage forest from pairwise comparisons (see the module docstring)."""
+    graph = _Graph(pairs, profiles)
+    families = _components(names, graph.derived)
+    edges: list[Edge] = []
+    merges: list[Mapping[str, Any]] = []
+    prior_odds = priors.log_odds if priors is not None else None
+    if priors is not None:
+        graph.warnings.extend(priors.warnings)
+    for family in families:
+        representatives, copy_edges = _copies(family, graph, prior_odds)
+        edges += copy_edges
+        merged, merge_edges, decompositions = _merges(representatives, graph, decomposer)
+        edges += merge_edges
+        merges += decompositions
+        rest = [n for n in representatives if n not in merged]
+        for tree in _spanning_forest(rest, graph):
+            edges += _orient(tree, rest, graph, prior_odds)
+    return Lineage(tuple(names), tuple(tuple(f) for f in families), tuple(edges), tuple(merges),
+                   tuple(graph.warnings), len(pairs))  # fmt: skip
+
+
+def _components(names: Sequence[str], linked: Callable[[str, str], bool]) -> list[list[str]]:
+    parent = {n: n for n in names}
+
+    def root(n: str) -> str:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for u, v in combinations(names, 2):
+        if linked(u, v):
+            parent[root(u)] = root(v)
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(root(n), []).append(n)
+    return list(groups.values())
+
+
+# ---------------------------------------------------------------- copies
+
+
+def _copies(family: list[str], graph: _Graph, prior_odds: PriorOdds | None,
+            ) -> tuple[list[str], list[Edge]]:  # fmt: skip
+    """One representative per copy cluster (the most precisely stored), copies as leaves."""
+    clusters = _components(family, graph.copies)
+    representatives, edges = [], []
+    for cluster in clusters:
+        ordered = sorted(cluster, key=lambda n: (graph.profiles[n].roundoff, n))
+        first = ordered[0]
+        representatives.append(first)
+        for other in ordered[1:]:
+            evidence = graph.direction(first, other)
+            p = _sigmoid(evidence.log_odds)
+            with_priors = None if prior_odds is None else _sigmoid(
+                evidence.log_odds + prior_odds(first, other))  # fmt: skip
+            edges.append(_edge(first, other, graph, p, with_priors, evidence.reasons))
+    return representatives, edges
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(min(x, 50.0), -50.0)))
+
+
+def _edge(u: str, v: str, graph: _Graph, p: float, p_priors: float | None,
+          reasons: tuple[str, ...]) -> Edge:  # fmt: skip
+    """The edge between ``u`` and ``v``, oriented by the weights when they decide, else by
+    the priors when they do; ``p`` is P(u → v)."""
+    found = graph.get(u, v)
+    assert found is not None
+    comparison = found[0]
+    decided_by = "weights" if max(p, 1 - p) >= DECIDED else "undetermined"
+    forward = p >= 0.5
+    if (
+        decided_by == "undetermined"
+        and p_priors is not None
+        and max(p_priors, 1 - p_priors) >= DECIDED
+    ):
+        decided_by, forward = "priors", p_priors >= 0.5
+    parent, child = (u, v) if forward else (v, u)
+    p_parent = p if forward else 1.0 - p
+    p_prior = None if p_priors is None else (p_priors if forward else 1.0 - p_priors)
+    return Edge(parent, child, comparison.verdict, comparison.log10_p, graph.distance(u, v),
+                p_parent, p_prior, decided_by, reasons)  # fmt: skip
+
+
+# ---------------------------------------------------------------- merges
+
+
+def _merges(nodes: list[str], graph: _Graph, decomposer: Decomposer | None,
+            ) -> tuple[set[str], list[Edge], list[Mapping[str, Any]]]:  # fmt: skip
+    merged: set[str] = set()
+    edges: list[Edge] = []
+    found: list[Mapping[str, Any]] = []
+    if decomposer is None:
+        return merged, edges, found
+    for m in nodes:
+        for p1, p2 in _between(m, nodes, graph)[:MERGE_CANDIDATES]:
+            result = decomposer(m, p1, p2, None)
+            if result.verdict not in _MERGE_P:  # TIES and task arithmetic need the base
+                result = decomposer(m, p1, p2, _base(m, p1, p2, nodes, graph))
+            if result.verdict not in _MERGE_P:
+                continue
+            merged.add(m)
+            found.append({**result.to_json(), "model": m, "parents": [p1, p2]})
+            edges += _merge_edges(m, (p1, p2), result)
+            break
+    return merged, edges, found
+
+
+def _between(m: str, nodes: list[str], graph: _Graph) -> list[tuple[str, str]]:
+    """Pairs of ``m``'s nearest relatives that ``m`` lies between, closest to a line first.
+    A merge's parents are among its nearest relatives; without that rule a long branch
+    (a heavily trained relative) makes every close pair look "between"."""
+    relatives = sorted((n for n in nodes if n != m and graph.derived(m, n)),
+                       key=lambda n: graph.distance(m, n))[:NEAREST]  # fmt: skip
+    scored = []
+    for p1, p2 in combinations(relatives, 2):
+        apart = graph.distance(p1, p2)
+        if not graph.derived(p1, p2) or not 0 < apart < math.inf:
+            continue
+        near = (graph.distance(m, p1), graph.distance(m, p2))
+        ratio = sum(near) / apart
+        if ratio < BETWEEN and max(near) < apart:  # inside: closer to each than they are apart
+            scored.append((ratio, p1, p2))
+    return [(p1, p2) for _, p1, p2 in sorted(scored)]
+
+
+def _base(m: str, p1: str, p2: str, nodes: list[str], graph: _Graph) -> str | None:
+    """The likely base of ``p1`` and ``p2``: their closest common relative that does not lie
+    between them (a node between two fine-tunes is a merge of them, not their origin)."""
+    apart = graph.distance(p1, p2)
+    common = [
+        n for n in nodes
+        if n not in (m, p1, p2) and graph.derived(n, p1) and graph.derived(n, p2)
+        and graph.distance(n, p1) + graph.distance(n, p2) >= BETWEEN * apart
+    ]  # fmt: skip
+    if not common:
+        return None
+    return min(common, key=lambda n: graph.distance(n, p1) + graph.distance(n, p2))
+
+
+def _merge_edges(m: str, parents: tuple[str, str], result: Decomposition) -> list[Edge]:
+    assert result.best is not None
+    p = _MERGE_P[result.verdict]
+    reason = (f"{m} is a {result.best.method} merge ({result.verdict}, residual "
+              f"{result.best.residual:.3g})")  # fmt: skip
+    pieces = zip(parents, result.distances, result.best.weights, strict=True)
+    return [
+        Edge(parent, m, "merge", None, distance, p, None, "weights", (reason,), weight)
+        for parent, distance, weight in pieces
+    ]
+
+
+# ---------------------------------------------------------------- trees
+
+
+def _spanning_forest(nodes: list[str], graph: _Graph) -> list[list[tuple[str, str]]]:
+    """Kruskal over derived pairs by distance; one edge list per tree (singletons: empty)."""
+    candidates = sorted(
+        (graph.distance(u, v), u, v) for u, v in combinations(nodes, 2) if graph.derived(u, v)
+    )
+    parent = {n: n for n in nodes}
+
+    def root(n: str) -> str:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    chosen: list[tuple[str, str]] = []
+    for _, u, v in candidates:
+        if root(u) != root(v):
+            parent[root(u)] = root(v)
+            chosen.append((u, v))
+    trees: dict[str, list[tuple[str, str]]] = {}
+    for u, v in chosen:
+        trees.setdefault(root(u), []).append((u, v))
+    return list(trees.values())
+
+
+def _orient(tree: list[tuple[str, str]], nodes: Sequence[str], graph: _Graph,
+            prior_odds: PriorOdds | None) -> list[Edge]:  # fmt: skip
+    evidence = {(u, v): graph.direction(u, v) for u, v in tree}
+    odds = {k: e.log_odds for k, e in evidence.items()}
+    p_weights = _rooted(tree, odds)
+    p_priors = None
+    if prior_odds is not None:
+        p_priors = _rooted(tree, {k: o + prior_odds(*k) for k, o in odds.items()})
+    edges = []
+    for u, v in tree:
+        with_priors = None if p_priors is None else p_priors[(u, v)]
+        edge = _edge(u, v, graph, p_weights[(u, v)], with_priors, evidence[(u, v)].reasons)
+        edges.append(replace(edge, alternatives=_alternatives(edge, nodes, graph)))
+    return edges
+
+
+def _alternatives(edge: Edge, nodes: Sequence[str], graph: _Graph) -> tuple[str, ...]:
+    """Relatives of the child nearly as close as its parent: a parent picked by distance
+    alone is uncertain when another candidate is within ``ALTERNATIVE`` of it."""
+    limit = ALTERNATIVE * graph.distance(edge.parent, edge.child)
+    return tuple(sorted(
+        n for n in nodes if n not in (edge.parent, edge.child)
+        and graph.derived(n, edge.child) and graph.distance(n, edge.child) <= limit
+    ))  # fmt: skip
+
+
+def _rooted(tree: list[tuple[str, str]], odds: Mapping[tuple[str, str], float],
+            ) -> dict[tuple[str, str], float]:  # fmt: skip
+    """P(u → v) for each edge: the weight of the rootings that put u on the root's side,
+    each rooting weighted by exp(½ Σ log-odds of the orientation it implies)."""
+    neighbours: dict[str, list[tuple[str, float]]] = {}
+    for (u, v), o in odds.items():
+        neighbours.setdefault(u, []).append((v, o))
+        neighbours.setdefault(v, []).append((u, -o))
+    start = tree[0][0]
+    order: list[str] = [start]
+    up: dict[str, tuple[str, float]] = {}  # node -> (its neighbour toward start, log-odds)
+    for node in order:  # breadth first from ``start``
+        for other, o in neighbours[node]:
+            if other != start and other not in up:
+                up[other] = (node, o)
+                order.append(other)
+    # An orientation with log-odds o scores o / 2 and its reverse −o / 2, so a lone edge gets
+    # P = sigmoid(o). Rooted at ``start`` every edge points away from it; rooting at n instead
+    # flips only the edge between n and the node above it.
+    score = {start: sum(o for _, o in up.values()) / 2.0}
+    for n in order[1:]:
+        above, o = up[n]
+        score[n] = score[above] - o
+    top = max(score.values())
+    below = {n: math.exp(value - top) for n, value in score.items()}
+    for n in reversed(order[1:]):
+        below[up[n][0]] += below[n]
+    total = below[start]
+    found = {}
+    for u, v in tree:
+        if v in up and up[v][0] == u:  # v below u: u's side is everything outside v's subtree
+            found[(u, v)] = 1.0 - below[v] / total
+        else:
+            found[(u, v)] = below[u] / total
+    return found
+
+
+PriorOdds = Callable[[str, str], float]

@@ -1,0 +1,220 @@
+"""Lineage: merges decomposed into their parents, trees over the mini zoo, metadata priors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from typer.testing import CliRunner
+
+from forebear.cli import app, main
+from forebear.errors import ForebearError
+from forebear.lineage import decompose
+from forebear.lineage.graphml import to_graphml
+from forebear.lineage.priors import Priors, load_priors
+from forebear.lineage.tree import _rooted, build_tree
+from forebear.model import open_model
+from forebear.zoo.build import ZooBuild
+from forebear.zoo.folders import load_folder, save_folder
+from forebear.zoo.transforms.merges import merge_linear, merge_slerp, merge_ties
+
+
+@pytest.fixture(scope="module")
+def zoo(mini: ZooBuild) -> Callable[[str], Path]:
+    return mini.manifest.model_path
+
+
+@pytest.fixture(scope="module")
+def merged(zoo: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
+           ) -> Callable[[str], Path]:  # fmt: skip
+    """Merges of llama-a-ft and llama-a-ft2 (base llama-a), made once, by name."""
+    folder = tmp_path_factory.mktemp("merges")
+    (ft, config, tokenizer), (ft2, _, _) = (
+        load_folder(zoo("llama-a-ft")),
+        load_folder(zoo("llama-a-ft2")),
+    )
+    base = load_folder(zoo("llama-a"))[0]
+    made = {
+        "linear": merge_linear([ft, ft2], [config, config], weights=[0.7, 0.3]),
+        "slerp": merge_slerp([ft, ft2], [config, config], t=0.4),
+        "ties": merge_ties([ft, ft2], [config, config], base=base, density=0.5),
+    }
+    rng = np.random.default_rng(3)
+    changed = {k: v + 0.15 * np.abs(ft[k] - ft2[k]).mean() * rng.standard_normal(v.shape)
+               if v.dtype.kind == "f" else v for k, v in made["linear"].state.items()}  # fmt: skip
+    paths = {name: save_folder(folder / name, m.state, m.config, tokenizer)
+             for name, m in made.items()}  # fmt: skip
+    paths["changed"] = save_folder(folder / "changed", changed, config, tokenizer)
+    return paths.__getitem__
+
+
+def _decompose(paths: list[Path], base: Path | None = None) -> Any:
+    models = [open_model(p) for p in paths]
+    try:
+        return decompose(models[0], models[1:], None if base is None else open_model(base))
+    finally:
+        for m in models:
+            m.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "weights"),
+    [("linear", "linear", (0.7, 0.3)), ("slerp", "slerp", (0.6, 0.4)),
+     ("ties", "ties", (0.5, 0.5))],
+)  # fmt: skip
+def test_decompose_recovers_the_recipe(
+    zoo: Callable[[str], Path], merged: Callable[[str], Path], name: str, method: str,
+    weights: tuple[float, float],
+) -> None:  # fmt: skip
+    found = _decompose([merged(name), zoo("llama-a-ft"), zoo("llama-a-ft2")], zoo("llama-a"))
+    assert found.verdict == "exact merge" and found.best is not None, found.fits
+    assert found.best.method == method
+    assert np.allclose(found.best.weights, weights, atol=0.03), found.best
+    if method == "ties":
+        assert found.best.params["density"] == pytest.approx(0.5, abs=0.03)
+        assert found.best.params["lambda"] == pytest.approx(1.0, abs=0.03)
+    config = found.mergekit()
+    assert config is not None and config["merge_method"] == method
+
+
+def test_a_merge_trained_further_is_told_from_an_exact_one(
+    zoo: Callable[[str], Path], merged: Callable[[str], Path]
+) -> None:
+    found = _decompose([merged("changed"), zoo("llama-a-ft"), zoo("llama-a-ft2")])
+    assert found.verdict == "merge, then changed", found.fits
+    assert found.best is not None and found.best.residual > found.exact_threshold
+    assert np.allclose(found.best.weights, (0.7, 0.3), atol=0.05)
+
+
+def test_a_parent_is_not_a_merge_of_its_children(zoo: Callable[[str], Path]) -> None:
+    found = _decompose([zoo("llama-a"), zoo("llama-a-ft"), zoo("llama-a-ft2")])
+    assert found.verdict == "not a merge of these parents" and found.mergekit() is None
+
+
+def test_nearly_identical_parents_are_flagged(
+    zoo: Callable[[str], Path], merged: Callable[[str], Path], tmp_path: Path
+) -> None:
+    state, config, tokenizer = load_folder(zoo("llama-a-ft"))
+    twin = {k: v * (1 + 1e-6) if v.dtype.kind == "f" else v for k, v in state.items()}
+    folder = save_folder(tmp_path / "twin", twin, config, tokenizer)
+    found = _decompose([merged("linear"), zoo("llama-a-ft"), folder])
+    assert any("nearly identical" in w for w in found.warnings), found.warnings
+
+
+def test_decompose_refuses_bad_requests_in_one_line(
+    zoo: Callable[[str], Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ForebearError, match="at least two parents"):
+        _decompose([zoo("llama-a"), zoo("llama-a-ft")])
+    code = main(["decompose", str(zoo("llama-a")), str(zoo("llama-a-ft")), str(zoo("llama-a-ft"))])
+    err = capsys.readouterr().err
+    assert code == 1 and "named twice" in err and err.count("\n") == 1
+
+
+def test_the_cli_decomposes_and_writes_a_mergekit_config(
+    zoo: Callable[[str], Path], merged: Callable[[str], Path], tmp_path: Path
+) -> None:
+    config = tmp_path / "merge.yaml"
+    args = ["decompose", str(merged("slerp")), str(zoo("llama-a-ft")), str(zoo("llama-a-ft2")),
+            "--mergekit", str(config), "-f", "json"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["verdict"] == "exact merge" and data["best"]["method"] == "slerp"
+    assert "merge_method: slerp" in config.read_text()
+    text = CliRunner().invoke(app, ["decompose", str(zoo("llama-a")), str(zoo("llama-a-ft")),
+                                    str(zoo("llama-a-ft2"))])  # fmt: skip
+    assert text.exit_code == 4 and "not a merge of these parents" in text.output
+
+
+def test_rooting_turns_log_odds_into_direction_probabilities() -> None:
+    lone = _rooted([("a", "b")], {("a", "b"): 2.0})
+    assert lone[("a", "b")] == pytest.approx(1 / (1 + np.exp(-2.0)))
+    # A chain a - b - c: b → c is decided; a - b, with no evidence, stays undecided (either
+    # a or b may be the root), and weak evidence on it keeps its own sign.
+    chain = _rooted([("a", "b"), ("b", "c")], {("a", "b"): 0.0, ("b", "c"): 6.0})
+    assert chain[("b", "c")] > 0.99 and chain[("a", "b")] == pytest.approx(0.5, abs=0.01)
+    weak = _rooted([("a", "b"), ("b", "c")], {("a", "b"): -1.0, ("b", "c"): 6.0})
+    assert weak[("a", "b")] < 0.5
+    star = _rooted([("h", "x"), ("h", "y"), ("h", "z")], {("h", "x"): 3.0, ("h", "y"): 3.0,
+                                                            ("h", "z"): -3.0})  # fmt: skip
+    assert star[("h", "x")] > 0.9 and star[("h", "z")] < 0.1
+
+
+def test_priors_files_are_checked_and_cycles_ignored(tmp_path: Path) -> None:
+    good = tmp_path / "priors.yaml"
+    good.write_text("models:\n  a: {released: 2024-01-01}\n"
+                    "  b: {released: 2024-02-01, base_model: a}\n"
+                    "  c: {quantized: true}\n  d: {quantized: false}\n")  # fmt: skip
+    priors = load_priors(good)
+    assert priors.log_odds("a", "b") == pytest.approx(7.0) and priors.log_odds("b", "a") == -7.0
+    assert priors.log_odds("d", "c") > 0 and priors.log_odds("a", "zzz") == 0.0
+    cyclic = tmp_path / "cycle.json"
+    cyclic.write_text(json.dumps({"models": {"a": {"base_model": "b"}, "b": {"base_model": "a"}}}))
+    loaded = load_priors(cyclic)
+    assert loaded.warnings and "cycle" in loaded.warnings[0] and loaded.log_odds("a", "b") == 0
+    for text, message in (("[1, 2]", "no 'models'"), ("models: {a: {released: soon}}", "date"),
+                          ("models: {a: 3}", "not a mapping"), ("{{{", "not valid")):  # fmt: skip
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(ForebearError, match=message):
+            load_priors(bad)
+
+
+def test_the_tree_of_the_mini_zoo(zoo: Callable[[str], Path], merged: Callable[[str], Path],
+                                  tmp_path: Path) -> None:  # fmt: skip
+    copy = shutil.copytree(zoo("llama-a"), tmp_path / "llama-a-copy")
+    names = ["llama-a", "llama-a-ft", "llama-a-ft2", "llama-a-ft-ft", "llama-b", "qwen2-a"]
+    refs = [str(zoo(n)) for n in names] + [str(merged("linear")), str(copy)]
+    found = build_tree(refs)
+    ref = {n: str(zoo(n)) for n in names}
+    family = next(f for f in found.families if ref["llama-a"] in f)
+    assert (ref["llama-b"],) in found.families and (ref["qwen2-a"],) in found.families
+    assert len(family) == 6
+    # The identical twins are one node: either may carry the other as its copy.
+    same = {str(copy): ref["llama-a"]}
+    pairs = {frozenset(same.get(n, n) for n in (e.parent, e.child))
+             for e in found.edges if e.relation not in ("merge", "identical")}  # fmt: skip
+    truth = {(ref["llama-a"], ref["llama-a-ft"]), (ref["llama-a-ft"], ref["llama-a-ft-ft"]),
+             (ref["llama-a"], ref["llama-a-ft2"])}  # fmt: skip
+    assert pairs == {frozenset(t) for t in truth}
+    for edge in found.edges:  # every direction the weights claim is right
+        if edge.decided_by == "weights" and edge.relation not in ("merge", "identical"):
+            assert (same.get(edge.parent, edge.parent), same.get(edge.child, edge.child)) in truth
+    assert set(found.parents(str(merged("linear")))) == {ref["llama-a-ft"], ref["llama-a-ft2"]}
+    twins = next(e for e in found.edges if {e.parent, e.child} == {ref["llama-a"], str(copy)})
+    assert twins.relation == "identical" and twins.decided_by == "undetermined"
+    assert all(e.parent in family and e.child in family for e in found.edges)
+    with_priors = build_tree(
+        [ref["llama-a"], str(copy)],
+        priors=Priors.from_mapping(
+            {"llama-a": {"released": "2024-01-01"}, "llama-a-copy": {"released": "2024-06-01"}}
+        ),
+    )
+    edge = with_priors.edges[0]
+    assert edge.decided_by == "priors" and edge.parent == ref["llama-a"]
+    graph = ET.fromstring(to_graphml(found).split("\n", 1)[1])
+    assert len(graph.findall(".//{*}edge")) == len(found.edges)
+
+
+def test_a_tree_of_one_model_and_of_a_model_named_twice(zoo: Callable[[str], Path]) -> None:
+    alone = build_tree([str(zoo("llama-a"))])
+    assert alone.edges == () and alone.families == ((str(zoo("llama-a")),),)
+    with pytest.raises(ForebearError, match="more than once"):
+        build_tree([str(zoo("llama-a")), str(zoo("llama-a"))])
+    result = CliRunner().invoke(app, ["tree", str(zoo("llama-a")), str(zoo("llama-a-ft")),
+                                      "-f", "json", "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (edge,) = json.loads(result.stdout)["edges"]
+    assert {edge["parent"], edge["child"]} == {str(zoo("llama-a")), str(zoo("llama-a-ft"))}
+    assert edge["relation"].startswith("derived") and 0.5 <= edge["p_weights"] <= 1.0
