@@ -218,3 +218,27 @@ def test_a_tree_of_one_model_and_of_a_model_named_twice(zoo: Callable[[str], Pat
     (edge,) = json.loads(result.stdout)["edges"]
     assert {edge["parent"], edge["child"]} == {str(zoo("llama-a")), str(zoo("llama-a-ft"))}
     assert edge["relation"].startswith("derived") and 0.5 <= edge["p_weights"] <= 1.0
+
+
+def test_a_tree_from_the_index_uses_fingerprints_and_cards(
+    zoo: Callable[[str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from forebear.index import Index, make_record
+    from forebear.lineage.tree import tree_from_index
+
+    grandchild = shutil.copytree(zoo("llama-a-ft-ft"), tmp_path / "llama-a-ft-ft")
+    (grandchild / "README.md").write_text(f"---\nbase_model: {zoo('llama-a-ft')}\n---\n")
+    path = tmp_path / "index.sqlite"
+    with Index.open(path) as index:
+        for ref in (zoo("llama-a"), zoo("llama-a-ft"), grandchild, zoo("llama-b")):
+            index.add(make_record(str(ref), units=128))
+        found = tree_from_index(index)
+    assert len(found.families) == 2 and (str(zoo("llama-b")),) in found.families
+    pairs = {frozenset((e.parent, e.child)): e for e in found.edges}
+    card = pairs[frozenset((str(zoo("llama-a-ft")), str(grandchild)))]
+    assert card.decided_by == "priors" and card.parent == str(zoo("llama-a-ft"))
+    assert frozenset((str(zoo("llama-a")), str(zoo("llama-a-ft")))) in pairs
+    code = main(["tree", "--index", "--index-file", str(path), "-f", "json", "-q"])
+    assert code == 0 and len(json.loads(capsys.readouterr().out)["edges"]) == 2
+    code = main(["tree", "--index", str(zoo("llama-a")), "-q"])
+    assert code == 1 and "not both" in capsys.readouterr().err

@@ -15,9 +15,11 @@ import typer
 from rich.console import Console
 
 from forebear.cli.output import Format, Output
+from forebear.errors import ForebearError
+from forebear.index import Index
 from forebear.lineage.graphml import to_graphml
 from forebear.lineage.priors import load_priors
-from forebear.lineage.tree import build_tree
+from forebear.lineage.tree import build_tree, tree_from_index
 
 
 class TreeFormat(StrEnum):
@@ -27,7 +29,21 @@ class TreeFormat(StrEnum):
 
 
 def tree_command(
-    models: Annotated[list[str], typer.Argument(help="Model folders, weights files or hub ids.")],
+    models: Annotated[
+        list[str] | None, typer.Argument(help="Model folders, weights files or hub ids.")
+    ] = None,
+    index: Annotated[
+        bool, typer.Option("--index", help="The indexed models instead, from their fingerprints.")
+    ] = False,
+    index_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--index-file", help="Index file (default: $FOREBEAR_INDEX, else the cache's)."
+        ),
+    ] = None,
+    family: Annotated[
+        str | None, typer.Option("--family", help="With --index: only this family.")
+    ] = None,
     priors: Annotated[
         Path | None,
         typer.Option(
@@ -45,7 +61,8 @@ def tree_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
 ) -> None:
     """Compare every pair, find families, copies and merges, and orient each parent edge
-    (structure, storage precision, weight growth; priors kept apart)."""
+    (structure, storage precision, weight growth; priors kept apart). With --index: the
+    indexed models from their fingerprints, their cards' declared bases as priors."""
     claims = None if priors is None else load_priors(priors)
 
     def say(message: str) -> None:
@@ -53,7 +70,16 @@ def tree_command(
             sys.stderr.write(f"\r\033[Ktree: {message}")
             sys.stderr.flush()
 
-    found = build_tree(models, priors=claims, progress=say)
+    if index == bool(models):
+        raise ForebearError(
+            "name models, or pass --index (not both)",
+            hint="forebear tree MODEL MODEL…  or  forebear tree --index",
+        )
+    if index:
+        with Index.open(index_file, create=False) as opened:
+            found = tree_from_index(opened, family=family, priors=claims, progress=say)
+    else:
+        found = build_tree(models or [], priors=claims, progress=say)
     if not quiet:
         sys.stderr.write("\r\033[K")
     if fmt is TreeFormat.graphml:

@@ -32,12 +32,14 @@ import numpy as np
 
 from forebear.architectures import Role
 from forebear.compare.result import Comparison
+from forebear.compare.verdict import storage_error
 from forebear.compare.views import ReadCounter, first_mlp_view
+from forebear.fingerprint.sketch import Fingerprint
 from forebear.formats.base import Array
 from forebear.lineage.sample import unit_roundoff
 from forebear.model import Model
 
-__all__ = ["DirectionEvidence", "ModelProfile", "direction", "profile"]
+__all__ = ["DirectionEvidence", "ModelProfile", "direction", "profile", "sketch_profile"]
 
 STRUCTURE_LOG_ODDS = 6.0
 PRECISION_LOG_ODDS = 4.0
@@ -87,6 +89,19 @@ def profile(model: Model) -> ModelProfile:
     return ModelProfile(
         model.name, unit_roundoff(model), resolved.dims.vocab, len(resolved.layers),
         resolved.dims.experts or 0, units, rms,
+    )  # fmt: skip
+
+
+def sketch_profile(name: str, found: Fingerprint) -> ModelProfile:
+    """A profile from a fingerprint's structure: no norms (a fingerprint keeps no whole
+    matrices), so direction rests on structure and stored precision alone."""
+    structure = found.meta["structure"]
+    dtypes = structure.get("dtypes")
+    error = storage_error(frozenset(dtypes) if isinstance(dtypes, list) else None)
+    widths = [w for w in structure.get("mlp_widths", []) if isinstance(w, int)]
+    return ModelProfile(
+        name, 2.0**-24 if error is None else error, structure.get("vocab"),
+        int(structure.get("layers", 0)), int(structure.get("experts") or 0), sum(widths), {},
     )  # fmt: skip
 
 

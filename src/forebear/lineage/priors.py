@@ -54,6 +54,12 @@ class Priors:
         claims = {str(name): _claim(Path(source), str(name), v) for name, v in models.items()}
         return _without_cycles(claims)
 
+    def merged(self, other: Priors | None) -> Priors:
+        """These claims with ``other``'s added (``other`` wins for a model both name)."""
+        if other is None:
+            return self
+        return Priors({**self.claims, **other.claims}, self.warnings + other.warnings)
+
     def claim(self, name: str) -> Claim | None:
         return self.claims.get(name) or self.claims.get(Path(name).name)
 

@@ -22,8 +22,9 @@
    declared base models, quantised flags) add log-odds in a second rooting,
    reported beside the weights' own.
 
-``assemble`` is the graph logic alone (no I/O), for tests and for other sources
-of pairwise evidence.
+``tree_from_index`` builds the same forest from an index's fingerprints (no
+weights: no weight-growth evidence and no decomposition; the model cards' declared
+bases become priors). ``assemble`` is the graph logic alone (no I/O).
 """
 
 from __future__ import annotations
@@ -37,18 +38,27 @@ from itertools import combinations
 from typing import Any
 
 from forebear.compare.result import Comparison
+from forebear.compare.sketches import compare_sketches
 from forebear.errors import ForebearError
+from forebear.index.store import Index
 from forebear.lineage.decompose import Decomposition, decompose
-from forebear.lineage.direction import DirectionEvidence, ModelProfile, direction, profile
+from forebear.lineage.direction import (
+    DirectionEvidence,
+    ModelProfile,
+    direction,
+    profile,
+    sketch_profile,
+)
 from forebear.lineage.priors import Priors
 from forebear.model import Model, open_model
 
-__all__ = ["Edge", "Lineage", "assemble", "build_tree"]
+__all__ = ["Edge", "Lineage", "assemble", "build_tree", "tree_from_index"]
 
 BETWEEN = 1.4  # (d(P1, M) + d(M, P2)) / d(P1, P2) below this: M may be their merge
 MERGE_CANDIDATES = 3  # pairs of relatives a model is decomposed on, most "between" first
 NEAREST = 6  # a merge's parents are sought among a model's this many nearest relatives
 ALTERNATIVE = 1.1  # relatives this close to a child, relative to its parent, are listed
+MAX_INDEXED = 500  # models a tree from the index compares pairwise, at most
 DECIDED = 0.9  # P(direction) beyond this (or below 1 − this) decides an edge
 _COPIES = ("identical", "repackaged copy")
 _MERGE_P = {"exact merge": 0.999, "merge, then changed": 0.9}
@@ -132,6 +142,38 @@ def build_tree(
             return decompose(by_name[m], [by_name[p1], by_name[p2]], given, budget=budget)
 
         found = assemble(names, pairs, profiles, decomposer, priors)
+    return _timed(found, time.perf_counter() - started)
+
+
+def tree_from_index(
+    index: Index,
+    *,
+    family: str | None = None,
+    limit: int = MAX_INDEXED,
+    priors: Priors | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Lineage:
+    """The forest of indexed models, from their fingerprints alone: pairs compared sketch
+    against sketch, direction from structure and stored precision (no weights, so no weight
+    growth and no merge decomposition), and the model cards' declared bases as priors
+    (merged with ``priors`` when given)."""
+    say = progress or (lambda message: None)
+    started = time.perf_counter()
+    records = list(index.records(family=family))
+    if len(records) > limit:
+        raise ForebearError(
+            f"{index.path}: {len(records)} indexed models; a tree compares every pair",
+            hint=f"pick a family with --family, or at most {limit} models",
+        )
+    sketches = {r.label: index.load_fingerprint(r) for r in records}
+    pairs: dict[tuple[str, str], Comparison] = {}
+    for count, (a, b) in enumerate(combinations(sketches, 2), start=1):
+        say(f"compare {count}/{len(sketches) * (len(sketches) - 1) // 2}: {a} · {b}")
+        pairs[(a, b)] = compare_sketches(sketches[a], sketches[b], names=(a, b))
+    profiles = {name: sketch_profile(name, found) for name, found in sketches.items()}
+    cards = Priors.from_mapping({r.label: {"base_model": list(r.card.base_models)}
+                                 for r in records if r.card.base_models})  # fmt: skip
+    found = assemble(list(sketches), pairs, profiles, None, cards.merged(priors))
     return _timed(found, time.perf_counter() - started)
 
 
