@@ -55,7 +55,8 @@ def attribution(zoo: Path) -> dict[str, Any]:
         for name in bases:
             index.add(make_record(str(manifest.model_path(name))))
     built = time.perf_counter() - started
-    by_path = {str(manifest.model_path(n)): n for n in bases}
+    # Records hold absolute paths; the manifest's are relative when --zoo is.
+    by_path = {str(Path(manifest.model_path(n)).resolve()): n for n in bases}
     rows = []
     for name in derived:
         truth = _roots(models, name)

@@ -6,7 +6,7 @@
    (p < 1e-6); no edge ever joins two families;
 2. **copies** (identical or repackaged) collapse into one node per cluster, the
    most precisely stored member first, the others its leaves;
-3. **merges**: a model that lies between two of its six nearest relatives —
+3. **merges**: a model that lies between two of its eight nearest relatives —
    ``d(P1, M) + d(M, P2) < 1.4 · d(P1, P2)``, where a parent with two children sits
    at √2 or more — is
    decomposed on them (``decompose``, with their closest common relative as the
@@ -55,8 +55,8 @@ from forebear.model import Model, open_model
 __all__ = ["Edge", "Lineage", "assemble", "build_tree", "tree_from_index"]
 
 BETWEEN = 1.4  # (d(P1, M) + d(M, P2)) / d(P1, P2) below this: M may be their merge
-MERGE_CANDIDATES = 3  # pairs of relatives a model is decomposed on, most "between" first
-NEAREST = 6  # a merge's parents are sought among a model's this many nearest relatives
+MERGE_CANDIDATES = 4  # pairs of relatives a model is decomposed on, most "between" first
+NEAREST = 8  # a merge's parents are sought among a model's this many nearest relatives
 ALTERNATIVE = 1.1  # relatives this close to a child, relative to its parent, are listed
 MAX_INDEXED = 500  # models a tree from the index compares pairwise, at most
 DECIDED = 0.9  # P(direction) beyond this (or below 1 − this) decides an edge
@@ -142,7 +142,7 @@ def build_tree(
             return decompose(by_name[m], [by_name[p1], by_name[p2]], given, budget=budget)
 
         found = assemble(names, pairs, profiles, decomposer, priors)
-    return _timed(found, time.perf_counter() - started)
+    return replace(found, seconds=time.perf_counter() - started)
 
 
 def tree_from_index(
@@ -174,18 +174,13 @@ def tree_from_index(
     cards = Priors.from_mapping({r.label: {"base_model": list(r.card.base_models)}
                                  for r in records if r.card.base_models})  # fmt: skip
     found = assemble(list(sketches), pairs, profiles, None, cards.merged(priors))
-    return _timed(found, time.perf_counter() - started)
+    return replace(found, seconds=time.perf_counter() - started)
 
 
 def _compare(a: Model, b: Model) -> Comparison:
     from forebear.compare import compare
 
     return compare(a, b)
-
-
-def _timed(found: Lineage, seconds: float) -> Lineage:
-    return Lineage(found.models, found.families, found.edges, found.merges, found.warnings,
-                   found.comparisons, seconds)  # fmt: skip
 
 
 @dataclass
@@ -329,23 +324,33 @@ def _edge(u: str, v: str, graph: _Graph, p: float, p_priors: float | None,
 
 def _merges(nodes: list[str], graph: _Graph, decomposer: Decomposer | None,
             ) -> tuple[set[str], list[Edge], list[Mapping[str, Any]]]:  # fmt: skip
-    merged: set[str] = set()
+    """Merge nodes, their parent edges and decompositions. Two passes: the first finds which
+    models are merges at all; the second seeks each one's parents among the models that are
+    not (a linear merge also lies between one parent and a sibling merge of the same two)."""
+    if decomposer is None:
+        return set(), [], []
+    fits = {m: _merge_of(m, nodes, graph, decomposer) for m in nodes}
+    first = {m: fit for m, fit in fits.items() if fit is not None}
+    plain = [n for n in nodes if n not in first]
     edges: list[Edge] = []
     found: list[Mapping[str, Any]] = []
-    if decomposer is None:
-        return merged, edges, found
-    for m in nodes:
-        for p1, p2 in _between(m, nodes, graph)[:MERGE_CANDIDATES]:
-            result = decomposer(m, p1, p2, None)
-            if result.verdict not in _MERGE_P:  # TIES and task arithmetic need the base
-                result = decomposer(m, p1, p2, _base(m, p1, p2, nodes, graph))
-            if result.verdict not in _MERGE_P:
-                continue
-            merged.add(m)
-            found.append({**result.to_json(), "model": m, "parents": [p1, p2]})
-            edges += _merge_edges(m, (p1, p2), result)
-            break
-    return merged, edges, found
+    for m, (parents, result) in first.items():
+        (parents, result) = _merge_of(m, [m, *plain], graph, decomposer) or (parents, result)
+        found.append({**result.to_json(), "model": m, "parents": list(parents)})
+        edges += _merge_edges(m, parents, result)
+    return set(first), edges, found
+
+
+def _merge_of(m: str, nodes: list[str], graph: _Graph, decomposer: Decomposer,
+              ) -> tuple[tuple[str, str], Decomposition] | None:  # fmt: skip
+    """The first candidate pair of ``nodes`` that ``m`` is a merge of, with the fit."""
+    for p1, p2 in _between(m, nodes, graph)[:MERGE_CANDIDATES]:
+        result = decomposer(m, p1, p2, None)
+        if result.verdict not in _MERGE_P:  # TIES and task arithmetic need the base
+            result = decomposer(m, p1, p2, _base(m, p1, p2, nodes, graph))
+        if result.verdict in _MERGE_P:
+            return (p1, p2), result
+    return None
 
 
 def _between(m: str, nodes: list[str], graph: _Graph) -> list[tuple[str, str]]:
