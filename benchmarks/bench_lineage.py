@@ -63,10 +63,10 @@ def tree(zoo: Path) -> dict[str, Any]:
     started = time.perf_counter()
 
     def say(message: str) -> None:
-        print(f"\rlineage: {message}", end="", file=sys.stderr)
+        if message.startswith("compare ") and message.split()[1].split("/")[0].endswith("00"):
+            print(f"lineage: {message}", file=sys.stderr)  # every hundredth pair
 
     found = build_tree(list(by_path), progress=say).to_json()
-    print(file=sys.stderr)
     truth, family = _truth(manifest)
     edges = [{**e, "parent": by_path[e["parent"]], "child": by_path[e["child"]]}
              for e in found["edges"]]  # fmt: skip

@@ -65,8 +65,10 @@ def tree_command(
     indexed models from their fingerprints, their cards' declared bases as priors."""
     claims = None if priors is None else load_priors(priors)
 
+    live = not quiet and sys.stderr.isatty()  # a log file gets no carriage-return updates
+
     def say(message: str) -> None:
-        if not quiet:
+        if live:
             sys.stderr.write(f"\r\033[Ktree: {message}")
             sys.stderr.flush()
 
@@ -80,7 +82,7 @@ def tree_command(
             found = tree_from_index(opened, family=family, priors=claims, progress=say)
     else:
         found = build_tree(models or [], priors=claims, progress=say)
-    if not quiet:
+    if live:
         sys.stderr.write("\r\033[K")
     if fmt is TreeFormat.graphml:
         _write(to_graphml(found), out)
