@@ -61,6 +61,7 @@ class ScanMatch:
     sketches: Comparison  # candidate (A) against the query (B), from fingerprints
     weights: Comparison | None = None  # the full comparison, when asked and reachable
     weights_error: str | None = None
+    fingerprint: Fingerprint | None = field(default=None, repr=False, compare=False)
 
     @property
     def decisive(self) -> Comparison:
@@ -167,7 +168,7 @@ def scan(
     matches.sort(key=lambda m: (not m.decisive.derived, m.decisive.log10_p, -m.score))
     best = matches[0] if matches and matches[0].decisive.derived else None
     checks = _check_card(card, best, matches, index, query, name)
-    merge = _merge(matches, index, name if weights else None)
+    merge = _merge(matches, name if weights else None)
     return ScanResult(
         query=name, indexed=len(index), retrieved=len(found), matches=tuple(matches), best=best,
         card=card, checks=tuple(checks),
@@ -176,19 +177,14 @@ def scan(
     )  # fmt: skip
 
 
-def _distance(found: Comparison) -> float | None:
-    ledger = found.ledger
-    return None if ledger is None or ledger.changed is None else float(ledger.changed)
-
-
-def _merge(matches: list[ScanMatch], index: Index, query: str | None) -> ScanMerge | None:
+def _merge(matches: list[ScanMatch], query: str | None) -> ScanMerge | None:
     """The two derived relatives the query lies between, if any (see the module docstring);
     ``query``: the model to decompose on their weights (None: distances only)."""
     derived = [m for m in matches if m.decisive.derived][:MERGE_CANDIDATES]
     for a, b in combinations(derived, 2):
-        da, db = _distance(a.decisive), _distance(b.decisive)
-        apart = _distance(compare_sketches(index.load_fingerprint(a.record),
-                                           index.load_fingerprint(b.record)))  # fmt: skip
+        assert a.fingerprint is not None and b.fingerprint is not None
+        da, db = a.decisive.change, b.decisive.change
+        apart = compare_sketches(a.fingerprint, b.fingerprint).change
         if da is None or db is None or not apart or max(da, db) >= apart:
             continue
         between = (da + db) / apart
@@ -232,18 +228,18 @@ def _query(model: str | os.PathLike[str] | Fingerprint, revision: str | None, to
 
 def _test(index: Index, record: IndexRecord, score: float, query: Fingerprint, name: str,
           weights: bool) -> ScanMatch:  # fmt: skip
-    sketched = compare_sketches(index.load_fingerprint(record), query,
-                                names=(record.label, name))  # fmt: skip
+    candidate = index.load_fingerprint(record)
+    sketched = compare_sketches(candidate, query, names=(record.label, name))
     if not weights:
-        return ScanMatch(record, score, sketched)
+        return ScanMatch(record, score, sketched, fingerprint=candidate)
     from forebear.compare import compare
     from forebear.errors import ForebearError
 
     try:
         full = compare(record.ref, name)
     except ForebearError as error:
-        return ScanMatch(record, score, sketched, None, str(error))
-    return ScanMatch(record, score, sketched, full)
+        return ScanMatch(record, score, sketched, None, str(error), candidate)
+    return ScanMatch(record, score, sketched, full, fingerprint=candidate)
 
 
 def _check_card(card: CardClaims | None, best: ScanMatch | None, matches: list[ScanMatch],

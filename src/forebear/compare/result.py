@@ -143,6 +143,12 @@ class Comparison:
     def derived(self) -> bool:
         return self.verdict in DERIVED_VERDICTS
 
+    @property
+    def change(self) -> float | None:
+        """The ledger's relative change of B's inherited MLPs, or None when not measured."""
+        changed = None if self.ledger is None else self.ledger.changed
+        return None if changed is None else float(changed)
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = _plain(asdict(self))
         data["p_value"] = self.p_value

@@ -19,7 +19,7 @@ import numpy as np
 
 from forebear.architectures import Role
 from forebear.compare.evidence import sample_units
-from forebear.compare.verdict import storage_error
+from forebear.compare.verdict import Shape, storage_error
 from forebear.errors import ArchitectureError
 from forebear.formats.base import Array
 from forebear.model import Model
@@ -104,7 +104,5 @@ def _read(model: Model, role: Role, layer: int | None, expert: int | None, rows:
 
 def unit_roundoff(model: Model) -> float:
     """The relative rounding of the model's coarsest stored weight type."""
-    tensors = model.reader.tensors()
-    kinds = frozenset(str(tensors[e.tensor].dtype) for e in model.resolved.entries)
-    found = storage_error(kinds)
+    found = storage_error(Shape.of_model(model).dtypes)
     return 2.0**-24 if found is None else found

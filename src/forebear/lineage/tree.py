@@ -211,9 +211,9 @@ class _Graph:
         found = self.get(u, v)
         if found is None:
             return math.inf
-        ledger = found[0].ledger
-        if ledger is not None and ledger.changed is not None:
-            return float(ledger.changed)
+        change = found[0].change
+        if change is not None:
+            return change
         return 0.0 if found[0].verdict in _COPIES else 1.0
 
     def direction(self, u: str, v: str) -> DirectionEvidence:
@@ -254,21 +254,33 @@ def assemble(
                    tuple(graph.warnings), len(pairs))  # fmt: skip
 
 
-def _components(names: Sequence[str], linked: Callable[[str, str], bool]) -> list[list[str]]:
-    parent = {n: n for n in names}
+class _Roots:
+    """Union-find over names: which set each belongs to."""
 
-    def root(n: str) -> str:
-        while parent[n] != n:
-            parent[n] = parent[parent[n]]
-            n = parent[n]
+    def __init__(self, names: Sequence[str]) -> None:
+        self._parent = {n: n for n in names}
+
+    def __call__(self, n: str) -> str:
+        while self._parent[n] != n:
+            self._parent[n] = self._parent[self._parent[n]]
+            n = self._parent[n]
         return n
 
+    def join(self, u: str, v: str) -> bool:
+        """Put u's and v's sets together; False when they were one already."""
+        ru, rv = self(u), self(v)
+        self._parent[ru] = rv
+        return ru != rv
+
+
+def _components(names: Sequence[str], linked: Callable[[str, str], bool]) -> list[list[str]]:
+    roots = _Roots(names)
     for u, v in combinations(names, 2):
         if linked(u, v):
-            parent[root(u)] = root(v)
+            roots.join(u, v)
     groups: dict[str, list[str]] = {}
     for n in names:
-        groups.setdefault(root(n), []).append(n)
+        groups.setdefault(roots(n), []).append(n)
     return list(groups.values())
 
 
@@ -405,22 +417,11 @@ def _spanning_forest(nodes: list[str], graph: _Graph) -> list[list[tuple[str, st
     candidates = sorted(
         (graph.distance(u, v), u, v) for u, v in combinations(nodes, 2) if graph.derived(u, v)
     )
-    parent = {n: n for n in nodes}
-
-    def root(n: str) -> str:
-        while parent[n] != n:
-            parent[n] = parent[parent[n]]
-            n = parent[n]
-        return n
-
-    chosen: list[tuple[str, str]] = []
-    for _, u, v in candidates:
-        if root(u) != root(v):
-            parent[root(u)] = root(v)
-            chosen.append((u, v))
+    roots = _Roots(nodes)
+    chosen = [(u, v) for _, u, v in candidates if roots.join(u, v)]
     trees: dict[str, list[tuple[str, str]]] = {}
     for u, v in chosen:
-        trees.setdefault(root(u), []).append((u, v))
+        trees.setdefault(roots(u), []).append((u, v))
     return list(trees.values())
 
 
