@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 # CI runs on 2 cores; pytest-xdist spreads the suite over both.
 TEST_WORKERS ?= 2
 
-.PHONY: demo test bench lint typecheck clean
+.PHONY: demo test bench lint typecheck clean serve
 
 $(VENV)/.core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,15 @@ $(VENV)/.dev: $(VENV)/.core
 demo: $(VENV)/.core
 	$(PY) -m forebear demo demo-output
 
-test: $(VENV)/.dev
+# The browser tests drive Debian's chromium through Playwright (never a downloaded browser).
+# Installed here when missing and apt can (root); without it those tests skip and say why.
+$(VENV)/.browser: $(VENV)/.dev
+	command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends chromium >/dev/null; } || echo "test: chromium unavailable; browser tests will skip"
+	touch $@
+
+test: $(VENV)/.dev $(VENV)/.browser
 	$(PY) -m pytest -q -n $(TEST_WORKERS) -p no:cacheprovider
 
 # The benchmark: readers at 2 GB, the full zoo and the calibration zoo (eighteen independent
@@ -55,6 +63,14 @@ bench: $(VENV)/.dev $(DNA_VENV)/.installed
 	$(PY) benchmarks/bench_scan.py --zoo $(ZOO_FULL)
 	$(PY) benchmarks/bench_lineage.py --zoo $(ZOO_FULL)
 	$(PY) benchmarks/update_readme.py
+
+$(VENV)/.web: $(VENV)/.core
+	$(PIP) -e '.[web]'
+	touch $@
+
+# The web app on http://127.0.0.1:8000 (loopback only; see forebear serve --help).
+serve: $(VENV)/.web
+	$(PY) -m forebear serve
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check src tests benchmarks
