@@ -21,8 +21,9 @@ from forebear.cli import app, main
 from forebear.errors import ForebearError
 from forebear.lineage import decompose
 from forebear.lineage.graphml import to_graphml
+from forebear.lineage.graphs import rooted
 from forebear.lineage.priors import Priors, load_priors
-from forebear.lineage.tree import _rooted, build_tree
+from forebear.lineage.tree import build_tree
 from forebear.model import open_model
 from forebear.zoo.build import ZooBuild
 from forebear.zoo.folders import load_folder, save_folder
@@ -138,15 +139,15 @@ def test_the_cli_decomposes_and_writes_a_mergekit_config(
 
 
 def test_rooting_turns_log_odds_into_direction_probabilities() -> None:
-    lone = _rooted([("a", "b")], {("a", "b"): 2.0})
+    lone = rooted([("a", "b")], {("a", "b"): 2.0})
     assert lone[("a", "b")] == pytest.approx(1 / (1 + np.exp(-2.0)))
     # A chain a - b - c: b → c is decided; a - b, with no evidence, stays undecided (either
     # a or b may be the root), and weak evidence on it keeps its own sign.
-    chain = _rooted([("a", "b"), ("b", "c")], {("a", "b"): 0.0, ("b", "c"): 6.0})
+    chain = rooted([("a", "b"), ("b", "c")], {("a", "b"): 0.0, ("b", "c"): 6.0})
     assert chain[("b", "c")] > 0.99 and chain[("a", "b")] == pytest.approx(0.5, abs=0.01)
-    weak = _rooted([("a", "b"), ("b", "c")], {("a", "b"): -1.0, ("b", "c"): 6.0})
+    weak = rooted([("a", "b"), ("b", "c")], {("a", "b"): -1.0, ("b", "c"): 6.0})
     assert weak[("a", "b")] < 0.5
-    star = _rooted([("h", "x"), ("h", "y"), ("h", "z")], {("h", "x"): 3.0, ("h", "y"): 3.0,
+    star = rooted([("h", "x"), ("h", "y"), ("h", "z")], {("h", "x"): 3.0, ("h", "y"): 3.0,
                                                             ("h", "z"): -3.0})  # fmt: skip
     assert star[("h", "x")] > 0.9 and star[("h", "z")] < 0.1
 
@@ -205,6 +206,46 @@ def test_the_tree_of_the_mini_zoo(zoo: Callable[[str], Path], merged: Callable[[
     assert edge.decided_by == "priors" and edge.parent == ref["llama-a"]
     graph = ET.fromstring(to_graphml(found).split("\n", 1)[1])
     assert len(graph.findall(".//{*}edge")) == len(found.edges)
+
+
+def test_frozen_tensors_and_coordinates_outrank_a_nearer_sibling(
+    zoo: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A child trained further the way a sibling went is nearer the sibling than its parent;
+    what places it is what it kept: its parent's frozen embeddings and norms, its
+    coordinates. (Without those rules each assertion below fails: distance alone.)"""
+    from forebear.zoo.transforms.reparam import permute_mlp_units
+
+    base, config, tokenizer = load_folder(zoo("llama-a"))
+    ft = load_folder(zoo("llama-a-ft"))[0]
+    rng = np.random.default_rng(5)
+
+    def near_ft(key: str) -> Any:  # further along ft's way, a little noise
+        step = ft[key] - base[key]
+        noise = rng.standard_normal(step.shape).astype(step.dtype)
+        return ft[key] + 0.2 * step + 0.05 * np.abs(step).mean() * noise
+
+    matrices = {k for k, v in base.items() if ".layers." in k and v.ndim == 2}
+    frozen = {k: near_ft(k) if k in matrices else base[k] for k in base}  # embeddings kept
+    thawed = {k: near_ft(k) if k in matrices else ft[k] for k in base}  # ft's embeddings
+    retrained = {k: near_ft(k) for k in base}
+    permuted = permute_mlp_units({k: near_ft(k) for k in base}, config, rng).state
+    paths = {name: str(save_folder(tmp_path / name, state, config, tokenizer)) for name, state in
+             [("frozen", frozen), ("thawed", thawed), ("retrained", retrained),
+              ("permuted", permuted)]}  # fmt: skip
+    a, a_ft = str(zoo("llama-a")), str(zoo("llama-a-ft"))
+
+    def linked(refs: list[str]) -> set[frozenset[str]]:
+        return {frozenset((e.parent, e.child)) for e in build_tree(refs).edges}
+
+    assert frozenset((a, paths["frozen"])) in linked([a, a_ft, paths["frozen"]])
+    thawed = linked([a, a_ft, paths["thawed"]])
+    assert frozenset((a_ft, paths["thawed"])) in thawed
+    assert frozenset((a, paths["thawed"])) not in thawed
+    # The permuted model moved as far as the retrained one: without its coordinates, the
+    # retrained model's nearest relative would be its permuted sibling.
+    found = linked([a, paths["retrained"], paths["permuted"]])
+    assert frozenset((a, paths["retrained"])) in found
 
 
 def test_a_tree_of_one_model_and_of_a_model_named_twice(zoo: Callable[[str], Path]) -> None:

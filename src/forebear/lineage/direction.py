@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from forebear.compare.verdict import storage_error
 from forebear.compare.views import ReadCounter, first_mlp_view
 from forebear.fingerprint.sketch import Fingerprint
 from forebear.formats.base import Array
+from forebear.lineage.adjacency import tensor_digests
 from forebear.lineage.sample import unit_roundoff
 from forebear.model import Model
 
@@ -59,6 +60,9 @@ class ModelProfile:
     experts: int
     units: int  # MLP units over all layers (first expert for MoE layers)
     rms: Mapping[tuple[str, int], float]  # (matrix, layer) -> RMS of the rows as they act
+    # role:layer:expert -> (digest, size) of each non-constant tensor (adjacency.tensor_digests);
+    # empty from a fingerprint
+    tensors: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ class DirectionEvidence:
 
 
 def profile(model: Model) -> ModelProfile:
-    """Read ``model``'s direction statistics (every MLP and attention matrix once)."""
+    """Read ``model``'s direction statistics (every MLP and attention matrix once) and its
+    tensors' digests (every tensor once more)."""
     resolved = model.resolved
     rms: dict[tuple[str, int], float] = {}
     units = 0
@@ -88,7 +93,7 @@ def profile(model: Model) -> ModelProfile:
                 rms[(f"mlp.{label}", layer)] = _rms(rows)
     return ModelProfile(
         model.name, unit_roundoff(model), resolved.dims.vocab, len(resolved.layers),
-        resolved.dims.experts or 0, units, rms,
+        resolved.dims.experts or 0, units, rms, tensor_digests(model),
     )  # fmt: skip
 
 

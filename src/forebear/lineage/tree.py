@@ -14,7 +14,10 @@
    becomes a node with two parents;
 4. the rest of each family: the **minimum spanning tree** of the pairwise
    distances (``ledger.changed``: parameter-weighted relative change) — a parent
-   is closer to each child than two siblings are to each other;
+   is closer to each child than two siblings are to each other — taken in the
+   order ``adjacency`` gives first: an edge that needs a re-parameterisation
+   (different coordinates) after every edge that does not, then pairs holding
+   more bit-identical (frozen) parameters first;
 5. **direction**: each tree edge gets log-odds from ``direction``; the tree is
    rooted where they agree most, every rooting weighted by ``exp(½ Σ log-odds)``,
    and ``P(u → v)`` is the weight of the roots on u's side. An edge with P inside
@@ -41,6 +44,7 @@ from forebear.compare.result import Comparison
 from forebear.compare.sketches import compare_sketches
 from forebear.errors import ForebearError
 from forebear.index.store import Index
+from forebear.lineage.adjacency import reparameterised, shared_parameters, structural_changes
 from forebear.lineage.decompose import Decomposition, decompose
 from forebear.lineage.direction import (
     DirectionEvidence,
@@ -49,6 +53,7 @@ from forebear.lineage.direction import (
     profile,
     sketch_profile,
 )
+from forebear.lineage.graphs import Roots, components, rooted
 from forebear.lineage.priors import Priors
 from forebear.model import Model, open_model
 
@@ -216,6 +221,17 @@ class _Graph:
             return change
         return 0.0 if found[0].verdict in _COPIES else 1.0
 
+    def cost(self, u: str, v: str) -> tuple[int, int, int, float]:
+        """How an edge u–v ranks in the spanning tree, least first: re-parameterisations it
+        needs (and then its structural changes), the parameters the two hold bit-identical
+        (more first), distance (see ``adjacency``)."""
+        found = self.get(u, v)
+        assert found is not None
+        pu, pv = self.profiles[u], self.profiles[v]
+        moved = int(reparameterised(found[0]))
+        cuts = structural_changes(pu, pv) if moved else 0
+        return moved, cuts, -shared_parameters(pu.tensors, pv.tensors), self.distance(u, v)
+
     def direction(self, u: str, v: str) -> DirectionEvidence:
         """Log-odds that ``u`` is ``v``'s parent."""
         found = self.get(u, v)
@@ -235,7 +251,7 @@ def assemble(
 ) -> Lineage:
     """The lineage forest from pairwise comparisons (see the module docstring)."""
     graph = _Graph(pairs, profiles)
-    families = _components(names, graph.derived)
+    families = components(names, graph.derived)
     edges: list[Edge] = []
     merges: list[Mapping[str, Any]] = []
     prior_odds = priors.log_odds if priors is not None else None
@@ -254,43 +270,13 @@ def assemble(
                    tuple(graph.warnings), len(pairs))  # fmt: skip
 
 
-class _Roots:
-    """Union-find over names: which set each belongs to."""
-
-    def __init__(self, names: Sequence[str]) -> None:
-        self._parent = {n: n for n in names}
-
-    def __call__(self, n: str) -> str:
-        while self._parent[n] != n:
-            self._parent[n] = self._parent[self._parent[n]]
-            n = self._parent[n]
-        return n
-
-    def join(self, u: str, v: str) -> bool:
-        """Put u's and v's sets together; False when they were one already."""
-        ru, rv = self(u), self(v)
-        self._parent[ru] = rv
-        return ru != rv
-
-
-def _components(names: Sequence[str], linked: Callable[[str, str], bool]) -> list[list[str]]:
-    roots = _Roots(names)
-    for u, v in combinations(names, 2):
-        if linked(u, v):
-            roots.join(u, v)
-    groups: dict[str, list[str]] = {}
-    for n in names:
-        groups.setdefault(roots(n), []).append(n)
-    return list(groups.values())
-
-
 # ---------------------------------------------------------------- copies
 
 
 def _copies(family: list[str], graph: _Graph, prior_odds: PriorOdds | None,
             ) -> tuple[list[str], list[Edge]]:  # fmt: skip
     """One representative per copy cluster (the most precisely stored), copies as leaves."""
-    clusters = _components(family, graph.copies)
+    clusters = components(family, graph.copies)
     representatives, edges = [], []
     for cluster in clusters:
         ordered = sorted(cluster, key=lambda n: (graph.profiles[n].roundoff, n))
@@ -413,11 +399,12 @@ def _merge_edges(m: str, parents: tuple[str, str], result: Decomposition) -> lis
 
 
 def _spanning_forest(nodes: list[str], graph: _Graph) -> list[list[tuple[str, str]]]:
-    """Kruskal over derived pairs by distance; one edge list per tree (singletons: empty)."""
+    """Kruskal over derived pairs by ``_Graph.cost``; one edge list per tree (singletons:
+    empty)."""
     candidates = sorted(
-        (graph.distance(u, v), u, v) for u, v in combinations(nodes, 2) if graph.derived(u, v)
+        (graph.cost(u, v), u, v) for u, v in combinations(nodes, 2) if graph.derived(u, v)
     )
-    roots = _Roots(nodes)
+    roots = Roots(nodes)
     chosen = [(u, v) for _, u, v in candidates if roots.join(u, v)]
     trees: dict[str, list[tuple[str, str]]] = {}
     for u, v in chosen:
@@ -429,10 +416,10 @@ def _orient(tree: list[tuple[str, str]], nodes: Sequence[str], graph: _Graph,
             prior_odds: PriorOdds | None) -> list[Edge]:  # fmt: skip
     evidence = {(u, v): graph.direction(u, v) for u, v in tree}
     odds = {k: e.log_odds for k, e in evidence.items()}
-    p_weights = _rooted(tree, odds)
+    p_weights = rooted(tree, odds)
     p_priors = None
     if prior_odds is not None:
-        p_priors = _rooted(tree, {k: o + prior_odds(*k) for k, o in odds.items()})
+        p_priors = rooted(tree, {k: o + prior_odds(*k) for k, o in odds.items()})
     edges = []
     for u, v in tree:
         with_priors = None if p_priors is None else p_priors[(u, v)]
@@ -449,43 +436,6 @@ def _alternatives(edge: Edge, nodes: Sequence[str], graph: _Graph) -> tuple[str,
         n for n in nodes if n not in (edge.parent, edge.child)
         and graph.derived(n, edge.child) and graph.distance(n, edge.child) <= limit
     ))  # fmt: skip
-
-
-def _rooted(tree: list[tuple[str, str]], odds: Mapping[tuple[str, str], float],
-            ) -> dict[tuple[str, str], float]:  # fmt: skip
-    """P(u → v) for each edge: the weight of the rootings that put u on the root's side,
-    each rooting weighted by exp(½ Σ log-odds of the orientation it implies)."""
-    neighbours: dict[str, list[tuple[str, float]]] = {}
-    for (u, v), o in odds.items():
-        neighbours.setdefault(u, []).append((v, o))
-        neighbours.setdefault(v, []).append((u, -o))
-    start = tree[0][0]
-    order: list[str] = [start]
-    up: dict[str, tuple[str, float]] = {}  # node -> (its neighbour toward start, log-odds)
-    for node in order:  # breadth first from ``start``
-        for other, o in neighbours[node]:
-            if other != start and other not in up:
-                up[other] = (node, o)
-                order.append(other)
-    # An orientation with log-odds o scores o / 2 and its reverse −o / 2, so a lone edge gets
-    # P = sigmoid(o). Rooted at ``start`` every edge points away from it; rooting at n instead
-    # flips only the edge between n and the node above it.
-    score = {start: sum(o for _, o in up.values()) / 2.0}
-    for n in order[1:]:
-        above, o = up[n]
-        score[n] = score[above] - o
-    top = max(score.values())
-    below = {n: math.exp(value - top) for n, value in score.items()}
-    for n in reversed(order[1:]):
-        below[up[n][0]] += below[n]
-    total = below[start]
-    found = {}
-    for u, v in tree:
-        if v in up and up[v][0] == u:  # v below u: u's side is everything outside v's subtree
-            found[(u, v)] = 1.0 - below[v] / total
-        else:
-            found[(u, v)] = below[u] / total
-    return found
 
 
 PriorOdds = Callable[[str, str], float]
