@@ -10,21 +10,35 @@ Nothing is downloaded.
 ``build_demo_suspects`` writes models to compare with that llama: a fine-tune
 stand-in (its weights plus noise), a disguised copy (MLP units permuted and the
 residual stream rotated — the same function — then nudged) and an
-independently initialised llama of the same shape.
+independently initialised llama of the same shape. ``write_demo_report`` writes the
+evidence report of the demo's main comparison (the disguised copy) in every format.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["REFERENCE", "build_demo_models", "build_demo_suspects"]
+if TYPE_CHECKING:
+    from forebear.compare import Comparison
+
+__all__ = [
+    "MAIN_SUSPECT",
+    "REFERENCE",
+    "REPORT",
+    "build_demo_models",
+    "build_demo_suspects",
+    "write_demo_report",
+]
 
 REFERENCE = "llama-safetensors"
+MAIN_SUSPECT = "suspect-disguised"  # the comparison the demo's report shows
+REPORT = "report"  # written as report.html, report.md and report.json
 
 Array = npt.NDArray[np.float32]
 
@@ -324,3 +338,19 @@ def build_demo_suspects(root: str | Path, *, seed: int = 0) -> dict[str, Path]:
         )
         for name, w in suspects.items()
     }
+
+
+def write_demo_report(
+    folder: str | Path, result: Comparison, *, command: Sequence[str] | None = None
+) -> list[Path]:
+    """The report of ``result`` (``folder / REFERENCE`` against ``folder / MAIN_SUSPECT``)
+    as ``folder / report.html``, ``.md`` and ``.json``; the paths written, HTML first."""
+    from forebear.report import comparison_report, write_report
+
+    folder = Path(folder)
+    report = comparison_report(
+        result, command=command, inputs=(folder / REFERENCE, folder / MAIN_SUSPECT)
+    )
+    return [
+        write_report(report, folder / f"{REPORT}.{suffix}") for suffix in ("html", "md", "json")
+    ]

@@ -7,6 +7,8 @@ inconclusive, 1 error (the error's own line on stderr).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -16,8 +18,18 @@ from rich.table import Table
 from forebear.cli.output import Format, Output
 from forebear.compare import compare
 from forebear.errors import ForebearError
+from forebear.report import comparison_report, report_format, write_report
+from forebear.report.words import p_text
 
 EXIT_INDEPENDENT, EXIT_ERROR, EXIT_DERIVED, EXIT_INCONCLUSIVE = 0, 1, 3, 4
+
+ReportOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--report",
+        help="Also write an evidence report here: .html (one self-contained page), .md or .json.",
+    ),
+]
 
 
 def _progress(message: str) -> None:
@@ -39,13 +51,21 @@ def compare_command(
         typer.Option("--fast", help="Read a sample of rows; same-position test only."),
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    report: ReportOption = None,
 ) -> None:
     """Is B derived from A? A p-value against independent initialisation, with evidence.
 
     With a fingerprint on either side the comparison runs on sketches (the other side is
     fingerprinted the same way): same verdict classes, blind to permuted units."""
     try:
+        if report is not None:
+            report_format(report)  # a bad suffix fails now, not after the comparison
         result = compare(a, b, fast=fast, progress=None if quiet else _progress)
+        if report is not None:
+            made = comparison_report(result, command=["forebear", *sys.argv[1:]], inputs=(a, b))
+            written = write_report(made, report)
+            if not quiet:
+                _progress(f"report written to {written}")
     except ForebearError as error:
         Output.error(str(error))
         raise typer.Exit(EXIT_ERROR) from None
@@ -53,12 +73,6 @@ def compare_command(
     if result.derived:
         raise typer.Exit(EXIT_DERIVED)
     raise typer.Exit(EXIT_INCONCLUSIVE if result.verdict == "inconclusive" else EXIT_INDEPENDENT)
-
-
-def _p_text(log10_p: float) -> str:
-    if log10_p > -4:
-        return f"p = {10**log10_p:.3g}"
-    return f"p < 1e{int(log10_p)}  (log10 p = {log10_p:.1f})"
 
 
 def _fraction(value: float | None, digits: int = 3) -> str:
@@ -72,7 +86,7 @@ def render_comparison(console: Console, data: dict[str, Any]) -> None:
     head.add_row("A", f"{data['a']} ({data['families'][0]})")
     head.add_row("B", f"{data['b']} ({data['families'][1]})")
     head.add_row("verdict", f"[bold]{data['verdict']}[/bold]")
-    head.add_row("evidence", _p_text(data["log10_p"]))
+    head.add_row("evidence", p_text(data["log10_p"]))
     head.add_row("null", data["null"])
     residual = data["residual"]
     if residual["shared_tokens"] is not None and residual["fit"] is None:

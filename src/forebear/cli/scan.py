@@ -7,6 +7,7 @@ reviewer must see), 1 error.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,9 +15,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from forebear.cli.compare import ReportOption
 from forebear.cli.fingerprint import ContentUnits
 from forebear.cli.output import Format, Output
 from forebear.index import Index
+from forebear.report import report_format, scan_report, write_report
 from forebear.scan import scan
 
 EXIT_NONE, EXIT_RELATIVE, EXIT_CONTRADICTED = 0, 3, 5
@@ -48,12 +51,22 @@ def scan_command(
     ] = 64,
     content_units: ContentUnits = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
+    report: ReportOption = None,
 ) -> None:
     """Rank every indexed model, test the top ones, report the best relative and check the
     model card's claims against the weights."""
+    if report is not None:
+        report_format(report)  # a bad suffix fails now, not after the scan
     with Index.open(index, create=False) as opened:
         result = scan(model, opened, top=top, weights=weights, revision=revision, token=token,
                       dims=dims, units=units, content_units=content_units)  # fmt: skip
+        index_file = opened.path
+    if report is not None:
+        settings = {"index": str(index_file), "top": top, "weights": weights, "revision": revision,
+                    "dims": dims, "units": units, "content_units": content_units}  # fmt: skip
+        made = scan_report(result, command=["forebear", *sys.argv[1:]],
+                           inputs=(model, index_file), settings=settings)  # fmt: skip
+        typer.echo(f"scan: report written to {write_report(made, report)}", err=True)
     Output(fmt).emit(result.to_json(), _render)
     if any(check.status == "contradicted" for check in result.checks):
         raise typer.Exit(EXIT_CONTRADICTED)

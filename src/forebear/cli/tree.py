@@ -14,12 +14,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from forebear.cli.compare import ReportOption
 from forebear.cli.output import Format, Output
 from forebear.errors import ForebearError
 from forebear.index import Index
 from forebear.lineage.graphml import to_graphml
 from forebear.lineage.priors import load_priors
-from forebear.lineage.tree import build_tree, tree_from_index
+from forebear.lineage.tree import Lineage, build_tree, tree_from_index
+from forebear.report import report_format, tree_report, write_report
 
 
 class TreeFormat(StrEnum):
@@ -59,10 +61,13 @@ def tree_command(
         Path | None, typer.Option("--out", "-o", help="Write the output here, not stdout.")
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    report: ReportOption = None,
 ) -> None:
     """Compare every pair, find families, copies and merges, and orient each parent edge
     (structure, storage precision, weight growth; priors kept apart). With --index: the
     indexed models from their fingerprints, their cards' declared bases as priors."""
+    if report is not None:
+        report_format(report)  # a bad suffix fails now, not after every pair is compared
     claims = None if priors is None else load_priors(priors)
 
     live = not quiet and sys.stderr.isatty()  # a log file gets no carriage-return updates
@@ -80,10 +85,16 @@ def tree_command(
     if index:
         with Index.open(index_file, create=False) as opened:
             found = tree_from_index(opened, family=family, priors=claims, progress=say)
+            index_file = opened.path
     else:
         found = build_tree(models or [], priors=claims, progress=say)
     if live:
         sys.stderr.write("\r\033[K")
+    if report is not None:
+        inputs: list[str | Path] = [*(models or []), *(p for p in (index_file, priors) if p)]
+        settings = {"index": index, "index_file": index_file and str(index_file),
+                    "family": family, "priors": priors and str(priors)}  # fmt: skip
+        _report(found, report, inputs, settings, quiet)
     if fmt is TreeFormat.graphml:
         _write(to_graphml(found), out)
         return
@@ -92,6 +103,15 @@ def tree_command(
             Output(Format(fmt.value), stream).emit(found.to_json(), _render)
         return
     Output(Format(fmt.value)).emit(found.to_json(), _render)
+
+
+def _report(found: Lineage, path: Path, inputs: list[str | Path], settings: dict[str, Any],
+            quiet: bool) -> None:  # fmt: skip
+    made = tree_report(found, command=["forebear", *sys.argv[1:]], inputs=inputs,
+                       settings=settings)  # fmt: skip
+    written = write_report(made, path)
+    if not quiet:
+        sys.stderr.write(f"tree: report written to {written}\n")
 
 
 def _write(text: str, out: Path | None) -> None:
