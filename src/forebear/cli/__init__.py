@@ -21,6 +21,7 @@ from forebear.cli.index import index_app
 from forebear.cli.inspect import inspect_command
 from forebear.cli.output import Output
 from forebear.cli.scan import scan_command
+from forebear.cli.serve import serve_command
 from forebear.cli.tree import tree_command
 from forebear.cli.zoo import zoo_app
 from forebear.errors import ForebearError
@@ -45,6 +46,7 @@ app.command("decompose")(decompose_command)
 app.command("tree")(tree_command)
 app.command("demo")(demo_command)
 app.command("bench")(bench_command)
+app.command("serve")(serve_command)
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(index_app, name="index")
 

@@ -1,0 +1,94 @@
+"""What a request may touch: model paths confined to the configured roots, the token, and
+the upload limit.
+
+``confine`` turns what a client typed into what a job may open: a hub id
+``org/name[@revision]`` passes through (the library resolves it), a local path
+must resolve — symlinks followed — inside one of the roots, and anything else
+(URLs, ``~``) is refused. ``token_ok`` compares in constant time. The errors
+here are ``ForebearError``\\ s that the app maps to HTTP statuses; this module
+decides nothing about responses.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from forebear.errors import ForebearError, InputNotFoundError, LimitExceededError
+
+__all__ = [
+    "AccessDeniedError",
+    "PathNotAllowedError",
+    "QueueFullError",
+    "UploadTooLargeError",
+    "confine",
+    "token_ok",
+]
+
+# org/name[@revision] as the hub spells them: no leading dot, no "..", no scheme.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*(@[\w./-]+)?")
+
+
+class PathNotAllowedError(ForebearError, PermissionError):
+    """A local path outside every configured root (HTTP 403)."""
+
+
+class AccessDeniedError(ForebearError, PermissionError):
+    """A request without the server's token, or with another (HTTP 401)."""
+
+
+class UploadTooLargeError(LimitExceededError):
+    """An upload over ``--max-upload-mb`` (HTTP 413)."""
+
+
+class QueueFullError(ForebearError):
+    """Every job slot and every waiting place is taken (HTTP 429)."""
+
+
+def token_ok(given: str | None, expected: str | None) -> bool:
+    """True when no token is configured, or ``given`` is it (constant-time comparison)."""
+    if not expected:
+        return True
+    return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def confine(raw: str, roots: Sequence[Path]) -> str:
+    """The model reference a job may open: a hub id unchanged, or a local path resolved
+    inside ``roots`` (relative paths are tried against each root in turn)."""
+    text = raw.strip()
+    if not text:
+        raise ForebearError("empty model reference", hint="give a local path or org/name")
+    if "://" in text or text.startswith("~"):
+        raise PathNotAllowedError(
+            f"{text}: only local paths under the roots and hub ids are accepted",
+            hint=_allowed(roots),
+        )
+    path = Path(text)
+    tried = [path] if path.is_absolute() else [root / text for root in roots]
+    if not path.is_absolute() and _HUB_ID.fullmatch(text) and ".." not in text:
+        if not _local_match(text, roots):
+            return text  # a hub id: nothing local by that name
+        tried.append(path)  # where the library would look first: the working directory
+    for candidate in tried:
+        resolved = candidate.resolve()
+        if not any(resolved.is_relative_to(root) for root in roots):
+            raise PathNotAllowedError(f"{text}: outside the allowed roots", hint=_allowed(roots))
+        if resolved.exists():
+            return str(resolved)
+    raise InputNotFoundError(f"{text}: no such file or folder under the roots",
+                             hint=_allowed(roots))  # fmt: skip
+
+
+def _local_match(text: str, roots: Sequence[Path]) -> bool:
+    """Whether a hub-id-shaped ``text`` also names something local (in a root, or relative
+    to the working directory, which the library tries before the hub)."""
+    ref = text.split("@", 1)[0]
+    top = ref.split("/", 1)[0]
+    near = [Path(text), Path(ref), *(root / part for root in roots for part in (text, ref, top))]
+    return any(candidate.exists() or candidate.is_symlink() for candidate in near)
+
+
+def _allowed(roots: Sequence[Path]) -> str:
+    return "allowed roots: " + ", ".join(str(root) for root in roots)
