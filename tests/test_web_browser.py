@@ -18,6 +18,7 @@ from playwright.sync_api import sync_playwright
 from forebear.web import WebSettings
 from forebear.web.app import create_app
 from forebear.web.server import background_server
+from forebear.zoo.build import ZooBuild
 from web_models import WebModels, build_web_models
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -36,9 +37,17 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> WebModels:
 
 
 @pytest.fixture(scope="module")
-def base_url(models: WebModels, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def zoo_models(mini: ZooBuild) -> Path:
+    """The mini zoo's models folder (trained llamas: a base, its fine-tunes, others)."""
+    return mini.manifest.model_path("llama-a").parent.resolve()
+
+
+@pytest.fixture(scope="module")
+def base_url(models: WebModels, zoo_models: Path, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[str]:  # fmt: skip
     state = tmp_path_factory.mktemp("web-state")
-    app = create_app(WebSettings(roots=(models.root,), index=models.index, state=state))
+    roots = (models.root, zoo_models)
+    app = create_app(WebSettings(roots=roots, index=models.index, state=state))
     with background_server(app) as url:
         yield url
 
@@ -89,6 +98,24 @@ def test_a_comparison_from_the_page_shows_its_verdict_and_report(page: Any) -> N
     with page.expect_navigation():
         page.locator("#reports .report-link").first.click()
     assert "/reports/" in page.url
+
+
+def test_two_mini_zoo_models_compared_from_the_page(page: Any, zoo_models: Path) -> None:
+    page.goto("/")
+    page.fill("#compare-a", str(zoo_models / "llama-a"))
+    page.fill("#compare-b", str(zoo_models / "llama-a-ft"))
+    page.click("#compare-run")
+    verdict = page.locator("#job-verdict")
+    verdict.wait_for(state="visible")
+    assert "derived: light fine-tune" in verdict.inner_text()
+    with page.expect_navigation():
+        page.click("#job-report-link")
+    assert "llama-a-ft" in page.content() and "What this test cannot see" in page.content()
+    page.goto("/")
+    page.fill("#compare-a", str(zoo_models / "llama-a"))
+    page.fill("#compare-b", str(zoo_models / "llama-c"))
+    page.click("#compare-run")
+    page.locator("#job-verdict", has_text="independent").wait_for(state="visible")
 
 
 def test_a_refused_path_is_shown_on_the_page(page: Any) -> None:

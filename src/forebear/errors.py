@@ -15,6 +15,14 @@ Each class also inherits the builtin a caller would naturally catch, so
     │   └── DefinitionError                           exit 7  a definition breaks the schema
     ├── TokenizerError          (ValueError)          exit 8  an unreadable vocabulary file
     └── RemoteError             (ConnectionError)     exit 9  a hub or URL that cannot be read
+        └── behavior.base.EndpointError               exit 9  an endpoint failed after its retries
+
+Defined beside the code that raises them (the web app maps each to an HTTP status):
+``behavior.base.BudgetExhaustedError`` (RuntimeError; the query budget would be
+exceeded), ``web.security.PathNotAllowedError`` and ``AccessDeniedError``
+(PermissionError; 403, 401), ``web.security.UploadTooLargeError`` (a
+LimitExceededError; 413), ``web.security.QueueFullError`` (429) and
+``web.jobs.NotCancellableError`` (409).
 
 A message names the file first and ends with the way out, so the CLI can print
 ``str(error)`` as its one line: ``PATH: what is wrong — what to do``.
