@@ -22,6 +22,7 @@ __all__ = [
     "Ledger",
     "LedgerLayer",
     "Verdict",
+    "plain",
 ]
 
 # Derived is claimed at p < 1e-6: the bench's zoo shows independent pairs far above it, and a
@@ -150,17 +151,19 @@ class Comparison:
         return None if changed is None else float(changed)
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = _plain(asdict(self))
+        data: dict[str, Any] = plain(asdict(self))
         data["p_value"] = self.p_value
         data["derived"] = self.derived
         return data
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """``value`` with mappings as str-keyed dicts, sequences as lists, non-finite floats None
+    (JSON has no NaN)."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value

@@ -9,10 +9,11 @@ owns the shapes; ``build`` fills them and ``render`` draws them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
+
+from forebear.compare.result import plain
 
 __all__ = [
     "FORMAT",
@@ -291,14 +292,3 @@ class Report:
 
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-def plain(value: Any) -> Any:
-    """``value`` with mappings as str-keyed dicts, sequences as lists, non-finite floats None."""
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
