@@ -27,7 +27,7 @@ from forebear.lineage.tree import build_tree
 from forebear.model import open_model
 from forebear.zoo.build import ZooBuild
 from forebear.zoo.folders import load_folder, save_folder
-from forebear.zoo.transforms.merges import merge_linear, merge_slerp, merge_ties
+from forebear.zoo.transforms.merges import merge_dare, merge_linear, merge_slerp, merge_ties
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,14 @@ def merged(zoo: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
         "linear": merge_linear([ft, ft2], [config, config], weights=[0.7, 0.3]),
         "slerp": merge_slerp([ft, ft2], [config, config], t=0.4),
         "ties": merge_ties([ft, ft2], [config, config], base=base, density=0.5),
+        "dare": merge_dare(
+            [ft, ft2],
+            [config, config],
+            base=base,
+            density=0.3,
+            weights=[0.6, 0.4],
+            rng=np.random.default_rng(7),
+        ),
     }
     rng = np.random.default_rng(3)
     changed = {k: v + 0.15 * np.abs(ft[k] - ft2[k]).mean() * rng.standard_normal(v.shape)
@@ -71,7 +79,7 @@ def _decompose(paths: list[Path], base: Path | None = None) -> Any:
 @pytest.mark.parametrize(
     ("name", "method", "weights"),
     [("linear", "linear", (0.7, 0.3)), ("slerp", "slerp", (0.6, 0.4)),
-     ("ties", "ties", (0.5, 0.5))],
+     ("ties", "ties", (0.5, 0.5)), ("dare", "dare", (0.6, 0.4))],
 )  # fmt: skip
 def test_decompose_recovers_the_recipe(
     zoo: Callable[[str], Path], merged: Callable[[str], Path], name: str, method: str,
@@ -84,8 +92,11 @@ def test_decompose_recovers_the_recipe(
     if method == "ties":
         assert found.best.params["density"] == pytest.approx(0.5, abs=0.03)
         assert found.best.params["lambda"] == pytest.approx(1.0, abs=0.03)
+    if method == "dare":
+        assert found.best.params["density"] == pytest.approx(0.3, abs=0.03)
     config = found.mergekit()
-    assert config is not None and config["merge_method"] == method
+    assert config is not None
+    assert config["merge_method"] == {"dare": "dare_linear"}.get(method, method)
 
 
 def test_a_merge_trained_further_is_told_from_an_exact_one(

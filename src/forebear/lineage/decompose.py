@@ -13,7 +13,10 @@ to a row sample every model shares (``sample.shared_sample``):
 - **task arithmetic** (with ``base``): ``M − B = Σ λ_i (P_i − B)``, λ free;
 - **TIES** (with ``base``): task vectors trimmed to a density, signs elected,
   disjoint weighted mean, times λ — density and weights by grid search (then a
-  finer grid around the best), λ in closed form.
+  finer grid around the best), λ in closed form;
+- **DARE** (with ``base``; ``lineage.dare``): the kept values of each task vector
+  and the weights, by alternation; accepted only as an exact merge (choosing a kept
+  set per value fits anything somewhat).
 
 Each fit's **residual** is ``ρ = ‖M − fit‖ / min_i ‖M − P_i‖`` on the sample. An
 exact merge leaves only storage rounding (its floor is estimated from M's stored
@@ -35,9 +38,6 @@ fine-tuned on the same data: 0.75). Task-arithmetic coefficients do not separate
 them either: fine-tunes of one base share a direction, so a sibling gets large
 coefficients on both "parents" (0.84 and 0.73 in the zoo). Such a model reads
 "not a merge of these parents"; its residual still tells it from an exact merge.
-
-DARE (random drop and rescale) is not fitted: it reads as TIES or task
-arithmetic with a larger residual.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ import numpy as np
 
 from forebear.errors import ForebearError
 from forebear.formats.base import Array
+from forebear.lineage.dare import fit_dare
 from forebear.lineage.sample import SharedSample, TensorSample, shared_sample, unit_roundoff
 from forebear.lineage.ties import fit_ties
 from forebear.model import Model
@@ -68,7 +69,7 @@ EXACT_RESIDUAL = 0.02  # at least this much is allowed for an exact merge's roun
 MIN_WEIGHT = 0.05  # every parent's weight (λ) at least this, and linear / SLERP at most 1 − it
 LAYER_SPREAD = 0.03  # per-layer weights that spread more than this "vary by layer"
 _SIMPLER_BY = 1.1  # a simpler method wins unless a richer one's residual is this much smaller
-_ORDER = ("linear", "slerp", "task arithmetic", "ties")
+_ORDER = ("linear", "slerp", "task arithmetic", "ties", "dare")
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,9 @@ def decompose_sample(
         fits.append(_task_arithmetic(m, ps, b, scale))
         ties_weights, params, residual = fit_ties(sample, m, ps, b)
         fits.append(MergeFit("ties", ties_weights, params, residual / max(scale, 1e-300)))
+        dare_weights, params, residual = fit_dare(m, ps, b)
+        if residual / max(scale, 1e-300) <= exact:  # a free choice per value: exact or nothing
+            fits.append(MergeFit("dare", dare_weights, params, residual / max(scale, 1e-300)))
     fits.sort(key=lambda f: f.residual)
     best = _simplest(fits)
     verdict = _verdict(best, exact)
@@ -386,6 +390,11 @@ def _mergekit(best: MergeFit, parents: tuple[str, ...], base: str | None) -> dic
         models = [{"model": p, "parameters": {"weight": weight(i)}} for i, p in enumerate(parents)]
         return {"merge_method": "task_arithmetic", "base_model": base, "models": models}
     density = round(best.params["density"], 3)
+    if best.method == "dare":
+        models = [{"model": p, "parameters": {"weight": weight(i), "density": density}}
+                  for i, p in enumerate(parents)]  # fmt: skip
+        return {"merge_method": "dare_linear", "base_model": base, "models": models,
+                "parameters": {"normalize": False}}  # fmt: skip
     models = [
         {"model": p, "parameters": {"weight": weight(i), "density": density}}
         for i, p in enumerate(parents)

@@ -225,3 +225,41 @@ def merge_ties(
     merged = _merge_each(states, combine)
     params_out = {"density": float(density), "lambda": scale}
     return _derived(merged, configs, "merge_ties", params_out, len(states))
+
+
+# ---------------------------------------------------------------- DARE
+
+
+@register("merge_dare")
+def merge_dare(
+    states: Sequence[State],
+    configs: Sequence[Mapping[str, Any]],
+    *,
+    base: State | None = None,
+    rng: np.random.Generator | None = None,
+    density: float = 0.5,
+    weights: Sequence[float] | None = None,
+) -> Derived:
+    """``θ_base + Σ w_i · mask_i ⊙ (θ_i − θ_base) / density``: each task vector's values kept
+    at random with probability ``density`` and rescaled (mergekit's ``dare_linear``)."""
+    if base is None:
+        raise ValueError("DARE merges task vectors: pass the common base as base=")
+    _check_compatible(states, base, 2)
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density must lie in (0, 1], got {density}")
+    chosen = [1.0 / len(states)] * len(states) if weights is None else [float(w) for w in weights]
+    if len(chosen) != len(states) or not all(np.isfinite(chosen)):
+        raise ValueError(f"{len(chosen)} weights for {len(states)} models: {chosen}")
+    draw = rng if rng is not None else np.random.default_rng(0)
+
+    def combine(arrays: list[Array], name: str) -> Array:
+        origin = np.asarray(base[name], dtype=np.float64)
+        merged = origin.copy()
+        for w, array in zip(chosen, arrays, strict=True):
+            kept = draw.random(array.shape) < density
+            merged += w * np.where(kept, array - origin, 0.0) / density
+        return merged
+
+    merged = _merge_each(states, combine)
+    params_out = {"density": float(density), "weights": chosen}
+    return _derived(merged, configs, "merge_dare", params_out, len(states))
