@@ -62,6 +62,8 @@ bench: $(VENV)/.dev $(DNA_VENV)/.installed
 	$(PY) benchmarks/bench_remote.py
 	$(PY) benchmarks/bench_scan.py --zoo $(ZOO_FULL)
 	$(PY) benchmarks/bench_lineage.py --zoo $(ZOO_FULL)
+	OMP_NUM_THREADS=1 $(PY) -m forebear zoo build --profile behaviour --out benchmarks/.work/zoo-behaviour
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_behaviour.py --zoo benchmarks/.work/zoo-behaviour
 	$(PY) benchmarks/update_readme.py
 
 $(VENV)/.web: $(VENV)/.core

@@ -20,6 +20,7 @@ from forebear.cli.fingerprint import fingerprint_command
 from forebear.cli.index import index_app
 from forebear.cli.inspect import inspect_command
 from forebear.cli.output import Output
+from forebear.cli.probe import probe_command
 from forebear.cli.scan import scan_command
 from forebear.cli.serve import serve_command
 from forebear.cli.tree import tree_command
@@ -47,6 +48,7 @@ app.command("tree")(tree_command)
 app.command("demo")(demo_command)
 app.command("bench")(bench_command)
 app.command("serve")(serve_command)
+app.command("probe")(probe_command)
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(index_app, name="index")
 

@@ -36,6 +36,7 @@ class Profile(StrEnum):
     mini = "mini"
     full = "full"
     calibration = "calibration"
+    behaviour = "behaviour"
 
 
 def _progress(message: str) -> None:

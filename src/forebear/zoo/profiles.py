@@ -12,11 +12,13 @@ merge, distillation). Every other name is looked up in
 ``params``; ``retrain_steps`` then fine-tunes the result (e.g. a permuted
 model trained a little further, a pruned one healed).
 
-Three profiles: ``mini`` (tests; ten models in about a minute on one core),
+Four profiles: ``mini`` (tests; ten models in about a minute on one core),
 ``full`` (the benchmark: the mini models trained longer, more bases per
-family, and the registered transformations) and ``calibration`` (eighteen
+family, and the registered transformations), ``calibration`` (eighteen
 independent bases with seeds of their own: 153 distinct independent pairs for
-measuring false-positive rates on models no test was tuned on). This module owns the lists and
+measuring false-positive rates on models no test was tuned on), and ``behaviour`` (teachers,
+their distilled students and independent models of the same data, for the behaviour
+tier's benchmark). This module owns the lists and
 their validation (``check_specs``, which also orders them parents first); it
 builds nothing.
 """
@@ -261,10 +263,38 @@ def _calibration(count: int = 18, steps: int = 600) -> list[ModelSpec]:
     return specs
 
 
+def _behaviour(steps: int = 400) -> list[ModelSpec]:
+    """The behaviour tier's zoo, all on ``bpe-a`` so token strings compare: four teachers;
+    per teacher a distilled student (fresh init, another family, the teacher's data) and
+    three independent models of the same data (two of the teacher's family, so every
+    independent suspect has a control of its own architecture, one of the student's);
+    light fine-tunes of two teachers on the other corpus."""
+    teachers = [("llama", "corpus-a"), ("qwen2", "corpus-a"), ("gpt_neox", "corpus-b"),
+                ("llama", "corpus-b")]  # fmt: skip
+    student_family = {"llama": "qwen2", "qwen2": "llama", "gpt_neox": "llama"}
+    specs = []
+    for index, (family, data) in enumerate(teachers):
+        name, other = f"teacher{index}-{family}", student_family[family]
+        specs += [
+            _base(name, family, 300 + index, data, "bpe-a", steps),
+            _trained(f"{name}-student", name, "distillation", 310 + index, data, steps,
+                     _PRETRAIN_LR, family=other, temperature=1.0),
+            _base(f"{name}-indep0", family, 320 + index, data, "bpe-a", steps),
+            _base(f"{name}-indep1", other, 330 + index, data, "bpe-a", steps),
+            _base(f"{name}-indep2", family, 350 + index, data, "bpe-a", steps),
+        ]  # fmt: skip
+    for index, family, data in ((0, "llama", "corpus-b"), (2, "gpt_neox", "corpus-a")):
+        specs.append(_trained(f"teacher{index}-{family}-ft", f"teacher{index}-{family}",
+                              "light_finetune", 340 + index, data, steps // 5, _FINETUNE_LR,
+                              family=family))  # fmt: skip
+    return specs
+
+
 PROFILES: Mapping[str, Sequence[ModelSpec]] = {
     "mini": _core(150),
     "full": _full(),
     "calibration": _calibration(),
+    "behaviour": _behaviour(),
 }
 
 
