@@ -38,7 +38,7 @@ __all__ = [
 FORMAT = "forebear-report"
 VERSION = 1
 
-ReportKind = Literal["compare", "scan", "tree"]
+ReportKind = Literal["compare", "scan", "tree", "probe"]
 EdgeStyle = Literal["weights", "priors", "undetermined", "merge"]
 
 

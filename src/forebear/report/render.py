@@ -94,7 +94,12 @@ def _context(report: Report, *, svg: bool) -> dict[str, Any]:
         "report": report,
         "figures": figures,
         "version": __version__,
-        "kind": {"compare": "comparison", "scan": "scan", "tree": "lineage tree"}[report.kind],
+        "kind": {
+            "compare": "comparison",
+            "scan": "scan",
+            "tree": "lineage tree",
+            "probe": "behaviour probe",
+        }[report.kind],
     }
 
 
