@@ -15,8 +15,13 @@ b. Derivation from behaviour alone: each fine-tune and each student against the 
    found?
 c. Identity behind an endpoint: each teacher served on loopback plainly, behind a system
    prompt and at temperature 0.7, probed against the teachers and students as
-   candidates, with greedy tokens only and with top-5 log-probabilities: closed-set
-   identification (nearest candidate) and the identity test's verdicts.
+   candidates, with greedy tokens only and with top-5 log-probabilities, and at
+   temperature 0.7 with the suspect's token the mode of 5 samples: closed-set
+   identification (nearest candidate) and the identity test's verdicts. How often the
+   modal token of 1, 5, 9 samples at T 0.7 is the greedy one. The distribution tests
+   (MMD and candidate likelihood, 32 prompts × 4 continuations of 8 tokens a side):
+   rejection rates for the same model at the same temperature (calibration), at T 1.0
+   against 0.7, behind a system prompt, a distilled student, and other teachers.
 d. Prompts per verdict with early stopping, median and max.
 
 Writes benchmarks/results/behaviour.json and behaviour.md. Usage:
@@ -34,8 +39,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from forebear.behavior.base import Client
 from forebear.behavior.cache import ResponseCache
+from forebear.behavior.distribution import (
+    DistributionPlan,
+    likelihood_test,
+    mmd_test,
+    modal_token,
+    sampled_continuations,
+)
 from forebear.behavior.http import OpenAIClient
 from forebear.behavior.local import LocalClient, LocalModel
 from forebear.behavior.probe import default_probes, probe
@@ -187,13 +201,114 @@ def identity(zoo: Zoo, probes: ProbeSet) -> dict[str, Any]:
     with serve_models(served) as url:
         for name in served:
             teacher, condition = name.split("|")
-            for top_k in (0, 5):
+            modal = ((0, MODAL),) if condition == "temperature 0.7" else ()
+            for top_k, samples in ((0, 0), (5, 0), *modal):
                 endpoint = OpenAIClient(url, name, cache=zoo.cache)
                 result = probe(endpoint, zoo.clients(candidates), budget=BUDGET, batch=50,
-                               alpha=ALPHA, top_k=top_k, probes=probes)  # fmt: skip
-                rows.append(_identity_row(result, teacher, condition, top_k))
-                print(f"bench_behaviour: identity {name} top-{top_k}: {rows[-1]}", flush=True)
+                               alpha=ALPHA, top_k=top_k, probes=probes,
+                               samples=samples)  # fmt: skip
+                row = _identity_row(result, teacher, condition, top_k)
+                rows.append(row | {"samples": samples, "suspect_queries": endpoint.queries})
+                print(f"bench_behaviour: identity {name} top-{top_k} s{samples}: {rows[-1]}")
     return {"rows": rows, "summary": _identity_summary(rows)}
+
+
+MODAL = 5  # samples per prompt for the modal-token identity
+
+
+def modal_agreement(zoo: Zoo, probes: ProbeSet, count: int = 500) -> dict[str, Any]:
+    """How often the modal token of k samples at T 0.7 is the greedy token, and how often
+    two independent modes of 5 agree (per teacher, ``count`` prompts)."""
+    prompts, rows = probes.prompts[:count], []
+    for teacher in zoo.teachers():
+        greedy = [a.token for a in zoo.client(teacher).next_token(prompts)]
+        hot = LocalClient(zoo.model(teacher), temperature=0.7)
+        draws = [hot.generate(prompts, max_tokens=1, temperature=0.0, seed=s) for s in range(10)]
+        per = list(zip(*draws, strict=True))
+        row: dict[str, Any] = {"teacher": teacher, "prompts": count}
+        for k in (1, 5, 9):
+            modes = [modal_token(d[:k])[0] for d in per]
+            row[f"modal_{k}_is_greedy"] = statistics.mean(
+                a == b for a, b in zip(modes, greedy, strict=True)
+            )
+        halves = [(modal_token(d[:5])[0], modal_token(d[5:])[0]) for d in per]
+        row["modal_5_self_agreement"] = statistics.mean(a == b for a, b in halves)
+        row["modal_5_tied"] = statistics.mean(modal_token(d[:5])[1] <= 2 for d in per)
+        rows.append(row)
+        print(f"bench_behaviour: modal {row}", flush=True)
+    keys = [k for k in rows[0] if k not in ("teacher", "prompts")]
+    return {"rows": rows, "mean": {k: statistics.mean(r[k] for r in rows) for k in keys}}
+
+
+PLAN = DistributionPlan(prompts=32, continuations=4, max_tokens=8, temperature=0.7)
+CAL_BLOCKS, POWER_BLOCKS = 8, 3  # 32-prompt tests per teacher: calibration, power
+
+
+def _draw(client: LocalClient, prompts: list[str], first: int) -> list[tuple[str, ...]]:
+    seeds = range(first, first + PLAN.continuations)
+    return sampled_continuations(client, prompts, list(seeds), max_tokens=PLAN.max_tokens,
+                                 temperature=PLAN.temperature)  # fmt: skip
+
+
+def distribution(zoo: Zoo, probes: ProbeSet) -> dict[str, Any]:
+    """Rejection rates of the two distribution tests (candidate: the teacher at T 0.7)."""
+    teachers, size = zoo.teachers(), PLAN.prompts
+    prompts = list(probes.prompts[: size * CAL_BLOCKS])
+    short = prompts[: size * POWER_BLOCKS]
+    own = {t: _draw(zoo.client(t), prompts, 100) for t in teachers}  # the candidate's side
+    same = {t: _draw(zoo.client(t), prompts, 200) for t in teachers}
+    tests: list[dict[str, Any]] = []
+    rng = np.random.default_rng(0)
+    for t in teachers:
+        model = zoo.model(t)
+        variants = {
+            "same model, same temperature": same[t],
+            "same model, T 1.0 vs 0.7": _draw(LocalClient(model, temperature=1.0), short, 300),
+            "same model, system prompt": _draw(
+                LocalClient(model, system_prompt=SYSTEM_PROMPT), short, 400),
+            "distilled student": _draw(zoo.client(f"{t}-student"), short, 500),
+            **{f"other teacher|{o}": same[o] for o in teachers if o != t},
+        }  # fmt: skip
+        scorer = LocalClient(model)
+        for label, drawn in variants.items():
+            tests += _tests(label.split("|")[0], t, drawn, own[t][: len(drawn)],
+                            prompts[: len(drawn)], scorer, rng)  # fmt: skip
+        print(f"bench_behaviour: distribution {t} done", flush=True)
+    return {"plan": vars(PLAN) | {"queries_per_side": PLAN.queries}, "tests": tests,
+            "summary": _distribution_summary(tests)}  # fmt: skip
+
+
+def _tests(
+    label: str, teacher: str, x: list[tuple[str, ...]], y: list[tuple[str, ...]],
+    prompts: list[str], scorer: LocalClient, rng: np.random.Generator,
+) -> list[dict[str, Any]]:  # fmt: skip
+    m, size, found = PLAN.continuations, PLAN.prompts, []
+    flat = [p for p in prompts for _ in range(m)]
+    fx, fy = (np.reshape(scorer.score(flat, [s for row in side for s in row],
+                                      temperature=PLAN.temperature), (-1, m))
+              for side in (x, y))  # fmt: skip
+    for start in range(0, len(x), size):
+        block = slice(start, start + size)
+        mmd = mmd_test(x[block], y[block], rng, permutations=PLAN.permutations)
+        lik = likelihood_test(fx[block].tolist(), fy[block].tolist(), rng,
+                              permutations=PLAN.permutations)  # fmt: skip
+        found.append({"condition": label, "teacher": teacher, "p_mmd": mmd.p_value,
+                      "p_likelihood": lik.p_value})  # fmt: skip
+    return found
+
+
+def _distribution_summary(tests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = []
+    for condition in dict.fromkeys(t["condition"] for t in tests):
+        group = [t for t in tests if t["condition"] == condition]
+        row: dict[str, Any] = {"condition": condition, "n": len(group)}
+        for test in ("mmd", "likelihood"):
+            ps = [t[f"p_{test}"] for t in group]
+            for level in (0.01, 0.05):
+                row[f"{test}_reject_{level}"] = statistics.mean(p <= level for p in ps)
+            row[f"{test}_mean_p"] = statistics.mean(ps)
+        found.append(row)
+    return found
 
 
 def _identity_row(result: ProbeResult, teacher: str, condition: str, top_k: int) -> dict[str, Any]:
@@ -213,11 +328,14 @@ def _identity_row(result: ProbeResult, teacher: str, condition: str, top_k: int)
 
 def _identity_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     found = []
-    for condition in CONDITIONS:
-        for top_k in (0, 5):
-            group = [r for r in rows if r["condition"] == condition and r["top_k"] == top_k]
+    kinds = dict.fromkeys((r["condition"], r["top_k"], r["samples"]) for r in rows)
+    for condition, top_k, samples in kinds:
+        group = [r for r in rows if (r["condition"], r["top_k"], r["samples"]) ==
+                 (condition, top_k, samples)]  # fmt: skip
+        if group:
             found.append({
-                "condition": condition, "top_k": top_k, "n": len(group),
+                "condition": condition, "top_k": top_k, "samples": samples, "n": len(group),
+                "suspect_queries_median": statistics.median(r["suspect_queries"] for r in group),
                 "closed_set_accuracy": statistics.mean(r["nearest_correct"] for r in group),
                 "identity_same": statistics.mean(r["identity_verdict"] == "same" for r in group),
                 "identity_different": statistics.mean(
@@ -231,14 +349,22 @@ def _identity_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def queries(data: Mapping[str, Any]) -> dict[str, Any]:
     found = {}
-    for part in ("distillation", "derivation", "identity"):
-        rows = data[part]["rows"]
+    identity = data["identity"]["rows"]
+    parts = {
+        "distillation": data["distillation"]["rows"], "derivation": data["derivation"]["rows"],
+        "identity": [r for r in identity if not r["samples"]],
+        f"identity, modal of {MODAL}": [r for r in identity if r["samples"]],
+    }  # fmt: skip
+    for part, rows in parts.items():
         prompts = [r["prompts"] for r in rows]
         decisive = [r["prompts"] for r in rows if r["stopped"] == "decisive"]
         found[part] = {
             "median": statistics.median(prompts), "max": max(prompts), "probes": len(rows),
             "decisive": len(decisive), "budget": BUDGET,
         }  # fmt: skip
+        if rows and "suspect_queries" in rows[0]:
+            found[part]["suspect_queries_median"] = statistics.median(
+                r["suspect_queries"] for r in rows)  # fmt: skip
     return found
 
 
@@ -309,12 +435,44 @@ def _identity_markdown(data: Mapping[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for r in data["identity"]["summary"]:
+        tokens = f"none, modal of {r['samples']}" if r["samples"] else "none"
         lines.append(
-            f"| {r['condition']} | {'top-5' if r['top_k'] else 'none'} | "
+            f"| {r['condition']} | {'top-5' if r['top_k'] else tokens} | "
             f"{r['closed_set_accuracy']:.0%} | {r['identity_same']:.0%} | "
             f"{r['identity_different']:.0%} | {r['others_different']:.0%} | "
             f"{r['self_agreement_min']:.3f} / {r['self_agreement_mean']:.3f} |"
         )
+    return lines + _modal_markdown(data) + _distribution_markdown(data)
+
+
+def _modal_markdown(data: Mapping[str, Any]) -> list[str]:
+    mean = data["modal"]["mean"]
+    lines = ["", f"The modal token at T 0.7 ({data['modal']['rows'][0]['prompts']} prompts per "
+             "teacher, local sampling): how often it is the greedy token.", "",
+             "| teacher | 1 sample | modal of 5 | modal of 9 | two modes of 5 agree "
+             "| mode of 5 held by ≤ 2 |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in [*data["modal"]["rows"], {"teacher": "mean", **mean}]:
+        lines.append(f"| {r['teacher']} | {r['modal_1_is_greedy']:.3f} | "
+                     f"{r['modal_5_is_greedy']:.3f} | {r['modal_9_is_greedy']:.3f} | "
+                     f"{r['modal_5_self_agreement']:.3f} | {r['modal_5_tied']:.3f} |")  # fmt: skip
+    return lines
+
+
+def _distribution_markdown(data: Mapping[str, Any]) -> list[str]:
+    plan = data["distribution"]["plan"]
+    lines = ["", f"Distribution tests: suspect's vs candidate's continuations, {plan['prompts']} "
+             f"prompts × {plan['continuations']} continuations of {plan['max_tokens']} tokens a "
+             f"side at T {plan['temperature']} ({plan['queries_per_side']} queries a side), "
+             f"{plan['permutations']} within-prompt permutations; candidate: the teacher. "
+             "Rejection rates (null: same sampling distribution).", "",
+             "| suspect | tests | MMD α 0.01 | MMD α 0.05 | MMD mean p | likelihood α 0.01 "
+             "| likelihood α 0.05 | likelihood mean p |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in data["distribution"]["summary"]:
+        lines.append(f"| {r['condition']} | {r['n']} | {r['mmd_reject_0.01']:.2f} | "
+                     f"{r['mmd_reject_0.05']:.2f} | {r['mmd_mean_p']:.2f} | "
+                     f"{r['likelihood_reject_0.01']:.2f} | {r['likelihood_reject_0.05']:.2f} | "
+                     f"{r['likelihood_mean_p']:.2f} |")  # fmt: skip
     return lines
 
 
@@ -328,7 +486,14 @@ def _queries_markdown(data: Mapping[str, Any]) -> list[str]:
         lines.append(f"| {part} | {r['probes']} | {r['decisive']} | {r['median']:.0f} | "
                      f"{r['max']} | {r['budget']} |")  # fmt: skip
     lines += ["", "Each model answers each prompt once (one query); candidates' and controls' "
-              "answers are cached and shared between probes."]  # fmt: skip
+              "answers are cached and shared between probes. With the modal token the suspect "
+              f"answers each prompt {MODAL} times: {MODAL} × the prompts above per identity "
+              "verdict (those probes went on for the derivation verdicts: median "
+              f"{data['queries'][f'identity, modal of {MODAL}']['suspect_queries_median']:.0f} "
+              "suspect queries in all). A distribution test is fixed-size: "
+              f"{data['distribution']['plan']['queries_per_side']} queries from the suspect "
+              "(shared by every candidate) and as many from each candidate; the likelihood "
+              "variant adds local scoring only."]  # fmt: skip
     return lines
 
 
@@ -353,6 +518,8 @@ def main() -> None:
         data["confound"] = confound(zoo, probes)
         data["derivation"] = derivation(zoo, probes)
         data["identity"] = identity(zoo, probes)
+        data["modal"] = modal_agreement(zoo, probes)
+        data["distribution"] = distribution(zoo, probes)
         zoo.cache.close()
     data["queries"] = queries(data)
     data["seconds"] = time.perf_counter() - started

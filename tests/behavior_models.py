@@ -6,11 +6,14 @@ intermediate 128) over a byte-level BPE tokenizer trained on a few KB of this
 repository's own source. The initialiser's spread is raised so next-token
 distributions are peaked: greedy answers are then far from ties, and float noise
 never flips them. Where a *trained* model matters, use the ``mini`` zoo fixture.
+``probe_models(folder)`` lays out a parent, a copy of it and two independent controls,
+for probes that must reach a verdict in a hundred prompts.
 """
 
 from __future__ import annotations
 
 import functools
+import shutil
 from pathlib import Path
 
 TOKENIZER_VOCAB = 320
@@ -38,3 +41,12 @@ def tiny_llama(folder: Path, seed: int = 0, *, init: float = 0.3) -> Path:
         {"initializer_range": init, "max_position_embeddings": 64},
     )
     return save_folder(folder, state_of(build_model(config, seed)), config, tokens)
+
+
+def probe_models(folder: Path) -> dict[str, Path]:
+    """``parent``, ``copy`` (the parent's files, copied: a suspect a probe must find derived
+    from it) and independent ``control-a`` and ``control-b``, under ``folder``."""
+    made = {name: tiny_llama(folder / name, seed) for name, seed in
+            (("parent", 0), ("control-a", 1), ("control-b", 2))}  # fmt: skip
+    made["copy"] = Path(shutil.copytree(made["parent"], folder / "copy"))
+    return made

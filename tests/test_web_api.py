@@ -3,6 +3,7 @@ and the one error shape ``{"error", "hint"}``."""
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 import time
@@ -323,3 +324,83 @@ def test_pages_render_with_a_strict_policy(client: Client, models: WebModels) ->
         assert "script-src 'self'" in response.headers["content-security-policy"]
     assert str(models.root) in app.get("/").text
     assert "suspect-finetuned" in app.get("/index").text
+
+
+# ---------------------------------------------------------------- the behaviour probe
+
+
+@pytest.fixture(scope="module")
+def probed(models: WebModels) -> dict[str, Path]:
+    """Tiny random-init llamas under the root: a parent, its copy and two controls."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from behavior_models import probe_models
+
+    return probe_models(models.root / "behaviour")
+
+
+def test_a_probe_runs_as_a_job_and_leaves_a_behavioural_report(
+    client: Client, probed: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from forebear.behavior.server import serve_models
+
+    monkeypatch.setenv("FOREBEAR_API_KEY", "sk-server-only")
+    app = client()
+    with serve_models({"copy": probed["copy"]}) as url:  # the suspect behind a loopback API
+        body = {"suspect": f"{url}#copy", "candidates": ["behaviour/parent"],
+                "controls": ["behaviour/control-a\n", str(probed["control-b"])],
+                "budget": 100, "batch": 50}  # fmt: skip
+        started = app.post("/api/probe", json=body)
+        assert started.status_code == 202, started.text
+        assert started.json()["params"]["candidates"] == [str(probed["parent"])]
+        job = _finished(app, started.json())
+    assert job["status"] == "done", job
+    summary = job["summary"]
+    assert summary["evidence"] == "behavioural" and summary["verdict"] == "derived"
+    assert summary["derived_from"] == [str(probed["parent"])] and summary["log10_p"] < -2
+    assert any(line.startswith("probe: ") for line in job["progress"])
+    report = app.get(f"/api/reports/{job['report']}").json()
+    assert report["kind"] == "probe" and report["verdict"] == "behaviour: derived"
+    assert report["headline"].startswith("Behavioural evidence (not weight evidence)")
+    html = app.get(f"/reports/{job['report']}").text
+    assert "Which question each number answers" in html
+    assert "sk-server-only" not in json.dumps(job) + json.dumps(report) + html
+
+
+def test_probe_references_are_confined(
+    client: Client, models: WebModels, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[Any] = []
+
+    def stub(reports: Path, cache: Path, job: Any) -> Callable[[str, Progress], JobOutcome]:
+        asked.append(job)
+        return lambda job_id, say: JobOutcome(report=None, summary={"verdict": "stub"})
+
+    monkeypatch.setattr("forebear.web.api.probe_work", stub)
+    app = client()
+    body = {"suspect": "suspect-finetuned", "candidates": ["llama-safetensors"]}
+    outside = app.post("/api/probe", json={**body, "controls": ["/etc"]})
+    assert _error(outside, 403).startswith("/etc: outside the allowed roots")
+    remote = app.post("/api/probe", json={**body, "suspect": "https://api.example.com/v1#gpt"})
+    assert _error(remote, 403) == (
+        "https://api.example.com/v1#gpt: endpoint host api.example.com is not allowed — a probe "
+        "may ask loopback endpoints and the hosts the server was started with --endpoint; to "
+        "allow this one: forebear serve --endpoint api.example.com"
+    )
+    listed = client(endpoints=("api.example.com",))
+    accepted = listed.post("/api/probe", json={**body, "suspect": "https://api.example.com/v1#gpt"})
+    assert accepted.status_code == 202 and asked[-1].suspect == "https://api.example.com/v1#gpt"
+    for bad in ("http://user:key@127.0.0.1:8000/v1#m", "http://127.0.0.1:8000/v1"):
+        assert "not an endpoint reference" in _error(app.post("/api/probe", json={
+            **body, "suspect": bad}), 400)  # fmt: skip
+    hub = app.post("/api/probe", json={**body, "suspect": "nobody/nothing"})
+    assert "not a local model folder" in _error(hub, 400)
+    twice = app.post(
+        "/api/probe", json={**body, "controls": [str(models.path("llama-safetensors"))]}
+    )
+    assert "named twice" in _error(twice, 400)
+    many = app.post("/api/probe", json={**body, "candidates": ["llama-safetensors"] * 17})
+    assert _error(many, 422).startswith("invalid request: candidates: List should have at most 16")
+    _error(app.post("/api/probe", json={**body, "candidates": []}), 422)
+    schema = app.get("/openapi.json").json()
+    assert "post" in schema["paths"]["/api/probe"]

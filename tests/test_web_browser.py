@@ -128,6 +128,32 @@ def test_a_refused_path_is_shown_on_the_page(page: Any) -> None:
     assert "outside the allowed roots" in error.inner_text()
 
 
+def test_a_probe_from_the_page_shows_its_behavioural_verdict_and_report(
+    page: Any, models: WebModels
+) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from behavior_models import probe_models
+
+    made = probe_models(models.root / "behaviour")
+    page.goto("/")
+    page.fill("#probe-suspect", "behaviour/copy")
+    page.fill("#probe-candidates", "behaviour/parent")
+    page.fill("#probe-controls", "behaviour/control-a,\n" + str(made["control-b"]))
+    page.fill("#probe-budget", "100")
+    page.click("#probe-run")
+    verdict = page.locator("#job-verdict")
+    verdict.wait_for(state="visible")
+    text = verdict.inner_text()
+    assert "behavioural evidence (not weight evidence)" in text.lower()
+    assert f"behaves like a derivative of {made['parent']}" in text
+    assert "controls: " + str(made["control-a"]) in page.locator("#job-params").inner_text()
+    with page.expect_navigation():
+        page.click("#job-report-link")
+    content = page.content()
+    assert "Behavioural evidence" in content and "Which question each number answers" in content
+
+
 def test_the_atlas_zooms_and_explains_nodes_and_edges(page: Any, models: WebModels) -> None:
     page.goto("/atlas")
     page.locator("svg#atlas[data-ready]").wait_for(state="attached")

@@ -151,14 +151,48 @@ class LocalModel:
         text: str = self._tokenizer.decode(list(tokens), skip_special_tokens=False)
         return text
 
-    def last_logits(self, rows: Sequence[Sequence[int]]) -> Any:
-        """float32 logits (CPU tensor, batch × vocab) after each equal-length row of ids."""
+    def logits(self, rows: Sequence[Sequence[int]]) -> Any:
+        """float32 logits (CPU tensor, batch × length × vocab) of equal-length rows of ids."""
         import torch
 
         batch = torch.tensor([list(row[-self.context :]) for row in rows], dtype=torch.long)
         with torch.inference_mode():
             logits = self._model(batch.to(self.device), use_cache=False).logits
-        return logits[:, -1, :].float().cpu()
+        return logits.float().cpu()
+
+    def last_logits(self, rows: Sequence[Sequence[int]]) -> Any:
+        """float32 logits (CPU tensor, batch × vocab) after each equal-length row of ids."""
+        return self.logits(rows)[:, -1, :]
+
+    def score(
+        self, prompts: Sequence[str], continuations: Sequence[str], *, temperature: float = 1.0
+    ) -> list[float]:
+        """Σ ln p of each continuation's tokens after its prompt, under softmax(z / T).
+        The continuation is tokenised on its own, as text (so any model's text can be
+        scored); past the context only its last tokens count."""
+        import torch
+
+        if temperature <= 0:
+            raise ValueError(f"scoring needs a positive temperature (got {temperature})")
+        rows, tails = [], []
+        for prompt, text in zip(prompts, continuations, strict=True):
+            tail = self._tokenizer.encode(text, add_special_tokens=False).ids
+            row = (self.encode(prompt) + tail)[-self.context :]
+            rows.append(row)
+            tails.append(min(len(tail), len(row) - 1))
+        buckets: dict[int, list[int]] = {}
+        for index, row in enumerate(rows):
+            buckets.setdefault(len(row), []).append(index)
+        found = [0.0] * len(rows)
+        for length, members in buckets.items():
+            for start in range(0, len(members), self.batch_size):
+                part = members[start : start + self.batch_size]
+                logp = torch.log_softmax(self.logits([rows[i] for i in part]) / temperature, -1)
+                for j, index in enumerate(part):
+                    ids = torch.tensor(rows[index][length - tails[index] :], dtype=torch.long)
+                    steps = logp[j, length - tails[index] - 1 : length - 1]
+                    found[index] = float(steps.gather(-1, ids[:, None]).sum())
+        return found
 
     def complete(
         self,
@@ -337,6 +371,14 @@ class LocalClient:
             return [item.text for item in done]
 
         return [str(value) for value, _ in self._answer(keys, run)]
+
+    def score(
+        self, prompts: Sequence[str], continuations: Sequence[str], *, temperature: float
+    ) -> list[float]:
+        """Σ ln p of each continuation after its prompt, as this client samples (behind its
+        system prompt, at its forced temperature if it has one). Local compute: no query."""
+        texts = [compose_prompt(self.system_prompt, prompt) for prompt in prompts]
+        return self.model.score(texts, continuations, temperature=self.temperature or temperature)
 
     def _complete(
         self, texts: list[str], *, max_tokens: int, temperature: float, seed: int | None, k: int = 0

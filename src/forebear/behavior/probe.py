@@ -9,6 +9,11 @@ than every control (Holm) or when one control provably keeps up with it (futilit
 its identity is decided when either identity test rejects. The probe stops when every
 candidate is decided on both, at the budget, or when a client's own budget runs out.
 
+``samples`` > 0: the suspect's token is the mode of that many sampled answers (an
+endpoint sampling at an unknown temperature without log-probabilities), ``samples``
+queries a prompt. ``distribution``: afterwards, each candidate's sampling distribution
+is tested against the suspect's on a fixed few prompts (``behavior.distribution``).
+
 Each candidate's controls are the given controls and, unless told otherwise, the
 other candidates (Nikolic et al.'s rule: the best candidate must beat the rest). The
 tests are valid under this early stopping (anytime-valid e-values); the agreement
@@ -26,6 +31,14 @@ import numpy as np
 
 from forebear.behavior.agreement import ControlTest, agreement, discordant
 from forebear.behavior.base import BudgetExhaustedError, Client, TokenAnswer
+from forebear.behavior.distribution import (
+    DistributionPlan,
+    DistributionTest,
+    distribution_tests,
+    modal_answers,
+    sampled_continuations,
+    sampling_seeds,
+)
 from forebear.behavior.identity import (
     IDENTITY_MARGIN,
     IDENTITY_TOLERANCE,
@@ -184,12 +197,24 @@ def _plan(
     return plan
 
 
+@dataclass(frozen=True)
+class _Asking:
+    """How each model is asked: greedy next tokens (with top-k), the suspect's perhaps
+    as the mode of samples under ``modal_seeds``."""
+
+    top_k: int
+    modal_seeds: tuple[int, ...] = ()
+
+
 def _ask(
-    clients: Mapping[str, Client], names: set[str], prompts: Sequence[str], top_k: int
+    clients: Mapping[str, Client], names: set[str], prompts: Sequence[str], asking: _Asking
 ) -> Answers:
     found: dict[str, Sequence[TokenAnswer]] = {}
     for name in sorted(names):
-        answers = clients[name].next_token(prompts, top_k=top_k)
+        if name == SUSPECT and asking.modal_seeds:
+            found[name] = modal_answers(clients[name], prompts, asking.modal_seeds)
+            continue
+        answers = clients[name].next_token(prompts, top_k=asking.top_k)
         if len(answers) != len(prompts):
             raise ForebearError(
                 f"{clients[name].name} answered {len(answers)} of {len(prompts)} prompts",
@@ -199,9 +224,11 @@ def _ask(
     return found
 
 
-def _check(budget: int, batch: int, alpha: float, margin: float) -> None:
+def _check(budget: int, batch: int, alpha: float, margin: float, samples: int) -> None:
     if budget < 1 or batch < 1:
         raise ForebearError(f"budget and batch must be positive (got {budget}, {batch})")
+    if samples < 0:
+        raise ForebearError(f"samples cannot be negative (got {samples})")
     if not 0.0 < alpha < 1.0:
         raise ForebearError(f"alpha must lie between 0 and 1 (got {alpha})")
     if not 0.0 < margin < 0.5:
@@ -226,6 +253,9 @@ def probe(
     candidates_as_controls: bool = True,
     early_stop: bool = True,
     wait_for_identity: bool = True,
+    samples: int = 0,
+    distribution: bool = False,
+    distribution_plan: DistributionPlan | None = None,
     progress: Progress | None = None,
 ) -> ProbeResult:
     """Probe ``suspect`` against ``candidates`` (see the module docstring). ``budget``:
@@ -233,8 +263,10 @@ def probe(
     held-out text). ``same_data_controls`` says the controls are independent models
     trained on the candidates' data, so the derivation test also answers distillation;
     ``early_stop=False`` asks all ``budget`` prompts (for benchmarks of the evidence);
-    ``wait_for_identity=False`` stops once derivation is decided (identity as it stands)."""
-    _check(budget, batch, alpha, margin)
+    ``wait_for_identity=False`` stops once derivation is decided (identity as it stands);
+    ``samples``: the suspect's token is the mode of that many samples; ``distribution``:
+    the distribution test per candidate, sampled as ``distribution_plan`` says."""
+    _check(budget, batch, alpha, margin, samples)
     controls = dict(controls or {})
     plan = _plan(candidates, controls, candidates_as_controls)
     probes = probes if probes is not None else default_probes(budget, seed)
@@ -247,15 +279,49 @@ def probe(
         {name: (0, 0) for name in clients if name != SUSPECT},
         wait_for_identity=wait_for_identity,
     )
+    asking = _Asking(top_k, sampling_seeds(seed, samples, 1) if samples else ())
     state, stopped = _run(
-        state, clients, probes.prompts[:budget], batch, alpha, top_k, early_stop, progress
+        state, clients, probes.prompts[:budget], batch, alpha, asking, early_stop, progress
     )
+    sampling = (distribution_plan or DistributionPlan()) if distribution else None
+    tests, spent = _distributions(clients, list(state.plan), probes, sampling, seed)
     settings = Settings(
         budget, batch, alpha, margin, tolerance, identity_margin, top_k, seed,
-        same_data_controls, candidates_as_controls,
+        same_data_controls, candidates_as_controls, samples, distribution,
     )  # fmt: skip
     queries = {_label(n, clients): c.queries - before[n] for n, c in clients.items()}
-    return _result(state, clients, probes, queries, stopped, settings)
+    return _result(state, clients, probes, queries, stopped if spent else "client budget",
+                   settings, tests)  # fmt: skip
+
+
+def _distributions(
+    clients: Mapping[str, Client],
+    names: Sequence[str],
+    probes: ProbeSet,
+    plan: DistributionPlan | None,
+    seed: int,
+) -> tuple[dict[str, tuple[DistributionTest, ...]], bool]:
+    """Each candidate's distribution tests (none without a plan), and whether every one
+    ran (False: a client's budget ran out first)."""
+    found: dict[str, tuple[DistributionTest, ...]] = {}
+    if plan is None:
+        return found, True
+    prompts = probes.prompts[: plan.prompts]
+    seeds = sampling_seeds(seed, 2 * plan.continuations, 2)
+    mine, theirs = seeds[: plan.continuations], seeds[plan.continuations :]
+    rng = np.random.default_rng([seed, 3])
+    try:
+        suspect = sampled_continuations(
+            clients[SUSPECT], prompts, mine, max_tokens=plan.max_tokens,
+            temperature=plan.temperature,
+        )  # fmt: skip
+        for name in names:
+            found[name] = distribution_tests(
+                suspect, clients[name], prompts, plan, rng, seeds=theirs, seed=seed
+            )
+    except BudgetExhaustedError:
+        return found, False
+    return found, True
 
 
 def _run(
@@ -264,7 +330,7 @@ def _run(
     prompts: Sequence[str],
     batch: int,
     alpha: float,
-    top_k: int,
+    asking: _Asking,
     early_stop: bool,
     progress: Progress | None,
 ) -> tuple[_State, str]:
@@ -273,7 +339,7 @@ def _run(
         chunk = prompts[start : start + batch]
         try:
             needed = state.needed(alpha) if early_stop else set(clients)
-            answers = _ask(clients, needed, chunk, top_k)
+            answers = _ask(clients, needed, chunk, asking)
         except BudgetExhaustedError:
             return state, "client budget"
         state = state.look(answers, alpha, freeze=early_stop)
@@ -301,6 +367,7 @@ def _result(
     queries: Mapping[str, int],
     stopped: str,
     settings: Settings,
+    distributions: Mapping[str, tuple[DistributionTest, ...]],
 ) -> ProbeResult:
     alpha = settings.alpha
     verdicts, adjusted = state.verdicts(alpha), state.adjusted()
@@ -318,6 +385,8 @@ def _result(
                 test.verdict(alpha),
                 state.decided_at.get(name),
                 state.identity_at.get(name),
+                settings.samples,
+                distributions.get(name, ()),
             )
         )
     others = [n for n in clients if n != SUSPECT and n not in state.plan]

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from forebear import __version__
 from forebear.behavior.agreement import Agreement, ControlTest
+from forebear.behavior.distribution import MODAL_NOTE, DistributionTest
 from forebear.behavior.identity import IdentityTest, IdentityVerdict
 from forebear.behavior.prompts import ProbeSet
 
@@ -72,6 +73,17 @@ class Settings:
     seed: int
     same_data_controls: bool
     candidates_as_controls: bool
+    samples: int = 0  # > 0: the suspect's token is the mode of this many samples
+    distribution: bool = False  # the distribution test ran per candidate
+
+    def to_json(self) -> dict[str, Any]:
+        """Every setting; the sampling options only when used (so earlier readers see
+        the keys they know)."""
+        found = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {k: v for k, v in found.items() if k not in _OPTIONAL or v != _OPTIONAL[k]}
+
+
+_OPTIONAL: Mapping[str, object] = {"samples": 0, "distribution": False}
 
 
 @dataclass(frozen=True)
@@ -87,13 +99,26 @@ class CandidateResult:
     identity_verdict: IdentityVerdict
     decided_at: int | None = None  # prompts asked when the derivation verdict was reached
     identity_decided_at: int | None = None
+    identity_samples: int = 0  # > 0: the suspect's tokens were modes of this many samples
+    distribution: tuple[DistributionTest, ...] = ()  # MMD, and likelihood where it could score
 
     @property
     def log10_p(self) -> float:
         """log10 p of "closer to X than to every control" (the largest adjusted p)."""
         return max(self.adjusted_log10_p, default=0.0)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, alpha: float = 0.01) -> dict[str, Any]:
+        found = self._json()
+        if self.identity_samples:
+            found["identity"] |= {
+                "samples_per_prompt": self.identity_samples,
+                "suspect_tokens": MODAL_NOTE.format(n=self.identity_samples),
+            }
+        if self.distribution:
+            found["distribution"] = [test.to_json(alpha) for test in self.distribution]
+        return found
+
+    def _json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "agreement": _agreement_json(self.agreement),
@@ -170,12 +195,12 @@ class ProbeResult:
             "nearest": self.nearest,
             "questions": dict(QUESTIONS),
             "distillation_answered": s.same_data_controls,
-            "candidates": [c.to_json() for c in self.candidates],
+            "candidates": [c.to_json(s.alpha) for c in self.candidates],
             "controls": [_agreement_json(a) for a in self.control_agreement],
             "prompts": self.probes.to_json() | {"used": self.prompts_used},
             "queries": dict(self.queries),
             "stopped": self.stopped,
-            "settings": {k: getattr(s, k) for k in s.__dataclass_fields__},
+            "settings": s.to_json(),
             "cannot_see": list(CANNOT_SEE),
             "version": __version__,
         }

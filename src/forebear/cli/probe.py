@@ -10,6 +10,7 @@ say the verdict: 0 no candidate, 3 closer to a candidate than to every control
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -95,26 +96,50 @@ def probe_command(
     ] = None,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.text,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    samples: Annotated[
+        int, typer.Option("--samples", help="Suspect's token: the mode of N samples (0: greedy).")
+    ] = 0,
+    distribution: Annotated[
+        bool,
+        typer.Option("--distribution", help="Also test each candidate's sampling distribution."),
+    ] = False,
+    report: Annotated[
+        Path | None,
+        typer.Option("--report", help="Also write an evidence report here: .html, .md or .json."),
+    ] = None,
 ) -> None:
     """Behavioural evidence (not weight evidence): is SUSPECT closer to a candidate than to
     every control (derivation or distillation), or the candidate itself (identity)?"""
+    from forebear.behavior.distribution import DistributionPlan
     from forebear.behavior.probe import probe
+    from forebear.report import probe_report, report_format, write_report
 
     try:
+        if report is not None:
+            report_format(report)  # a bad suffix fails now, not after the probe
         names = parse_models(candidates)
         if not names:
             raise ForebearError("no candidates", hint="give --candidates MODEL (one or more)")
         others = parse_models(controls)
         store = None if cache is None else ResponseCache(cache)
-        asked = make_client(suspect, store, api_key, budget)
-        clients = {ref: make_client(ref, store, api_key, budget) for ref in [*names, *others]}
+        extra = DistributionPlan().queries if distribution else 0  # the distribution test's
+        asked = make_client(suspect, store, api_key, budget * max(1, samples) + extra)
+        each = budget + extra
+        clients = {ref: make_client(ref, store, api_key, each) for ref in [*names, *others]}
         result = probe(
             asked,
             {name: clients[name] for name in names},
             {name: clients[name] for name in others},
             budget=budget, batch=batch, alpha=alpha, seed=seed, top_k=top_k,
-            same_data_controls=same_data, progress=None if quiet else _progress,
+            same_data_controls=same_data, samples=samples, distribution=distribution,
+            progress=None if quiet else _progress,
         )  # fmt: skip
+        if report is not None:
+            inputs = (suspect, *names, *others)
+            made = probe_report(result, command=["forebear", *sys.argv[1:]], inputs=inputs)
+            written = write_report(made, report)
+            if not quiet:
+                _progress(f"report written to {written}")
     except ForebearError as error:
         Output.error(str(error))
         raise typer.Exit(EXIT_ERROR) from None

@@ -52,13 +52,22 @@ def serve_command(
             help="Required on a non-loopback --host; clients send 'Authorization: Bearer TOKEN'.",
         ),
     ] = None,
+    endpoint: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--endpoint",
+            help="A model endpoint host (or host:port) probes may ask besides loopback "
+            "(repeatable); their key: $FOREBEAR_API_KEY.",
+        ),
+    ] = None,
     max_jobs: Annotated[int, typer.Option("--max-jobs", min=1, help="Jobs run at once.")] = 2,
     max_upload_mb: Annotated[
         float, typer.Option("--max-upload-mb", min=0.001, help="Largest fingerprint upload.")
     ] = 64.0,
 ) -> None:
-    """Serve the web app: run comparisons and scans, read reports, browse the index and its
-    lineage atlas. Binds 127.0.0.1 unless told otherwise (then a token is required)."""
+    """Serve the web app: run comparisons, scans and behaviour probes, read reports, browse
+    the index and its lineage atlas. Binds 127.0.0.1 unless told otherwise (then a token is
+    required)."""
     try:
         import uvicorn
 
@@ -71,7 +80,7 @@ def serve_command(
     settings = WebSettings(
         roots=tuple(root or [Path.cwd()]), index=index or default_index_path(),
         state=cache_root() / "web", reports_dir=reports, host=host, port=port, token=token,
-        max_jobs=max_jobs, max_upload_mb=max_upload_mb,
+        max_jobs=max_jobs, max_upload_mb=max_upload_mb, endpoints=tuple(endpoint or ()),
     )  # fmt: skip
     try:
         app = create_app(settings)

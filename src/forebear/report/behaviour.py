@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from forebear.report.comparison import plain_json
 from forebear.report.model import Bar, Bars, Finding, Report, Segment, Table
@@ -62,14 +62,19 @@ def probe_report(
             command=command,
             inputs=inputs,
             seed=settings.seed,
-            settings={k: getattr(settings, k) for k in settings.__dataclass_fields__}
-            | {"prompt_set_sha256": result.probes.sha256},
+            settings=settings.to_json() | {"prompt_set_sha256": result.probes.sha256},
             created=created,
             environment=environment,
             hash_limit=hash_limit,
         ),
-        result=plain_json(result.to_json()),
+        result=plain_json(_without_version(result.to_json())),
     )
+
+
+def _without_version(data: dict[str, Any]) -> dict[str, Any]:
+    """The result's JSON less its forebear version: the reproducibility section records
+    the versions (and a golden file must not change with each release)."""
+    return {key: value for key, value in data.items() if key != "version"}
 
 
 def _strongest(result: ProbeResult) -> CandidateResult | None:
@@ -133,7 +138,7 @@ def _figures(result: ProbeResult) -> tuple[Bars, ...]:
         value_label="−log10 p",
         categories=("evidence",),
         bars=tuple(
-            Bar(c.name, (Segment("evidence", max(-c.log10_p, 0.0)),), c.verdict)
+            Bar(c.name, (Segment("evidence", max(-c.log10_p, 0.0)),), c.verdict.replace("_", " "))
             for c in result.candidates
         ),
         threshold=-math.log10(alpha),
@@ -149,6 +154,8 @@ def _questions(result: ProbeResult) -> Table:
     best = _strongest(result)
     derived = ", ".join(result.derived) or "none"
     same = ", ".join(c.name for c in result.candidates if c.identity_verdict == "same") or "none"
+    undecided = [c.name for c in result.candidates if c.identity_verdict == "undetermined"]
+    same += f" (undetermined: {', '.join(undecided)})" if undecided else ""
     distillation = (
         derived
         if result.settings.same_data_controls

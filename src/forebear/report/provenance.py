@@ -35,7 +35,7 @@ MAX_FILES = 64  # files hashed per folder, at most
 _CHUNK = 1 << 20
 # What a checkpoint folder's identity rests on: weights, config, tokenizer, fingerprints.
 _HASHED_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".json", ".model", ".txt")
-_SECRET_OPTIONS = ("--token",)
+_SECRET_OPTIONS = ("--token", "--api-key")
 
 
 def versions() -> dict[str, str]:
@@ -43,7 +43,8 @@ def versions() -> dict[str, str]:
 
 
 def command_line(argv: Sequence[str]) -> str:
-    """``argv`` as one shell line, the values of secret options (``--token``) redacted."""
+    """``argv`` as one shell line, the values of secret options (``--token``, ``--api-key``)
+    redacted."""
     shown: list[str] = []
     hide = False
     for arg in argv:

@@ -1,7 +1,7 @@
-"""The JSON API; it mirrors the CLI: ``compare`` and ``scan`` as jobs, reports, the index,
-the atlas, fingerprint uploads. Every path a client names goes through
-``security.confine`` before a job sees it. Errors are raised as
-``ForebearError``\\ s and rendered by the app (``{"error", "hint"}``).
+"""The JSON API; it mirrors the CLI: ``compare``, ``scan`` and ``probe`` as jobs, reports,
+the index, the atlas, fingerprint uploads. Every path a client names goes through
+``security.confine`` (a probe's models: ``confine_probed``) before a job sees it.
+Errors are raised as ``ForebearError``\\ s and rendered by the app (``{"error", "hint"}``).
 """
 
 from __future__ import annotations
@@ -14,14 +14,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from forebear import __version__
-from forebear.errors import InputNotFoundError
+from forebear.errors import ForebearError, InputNotFoundError
 from forebear.index import Index
 from forebear.web.jobs import Job, NotCancellableError
-from forebear.web.runs import compare_work, scan_work
-from forebear.web.security import confine
+from forebear.web.runs import ProbeJob, compare_work, probe_work, scan_work
+from forebear.web.security import confine, confine_probed
 from forebear.web.uploads import store_fingerprint
 
-__all__ = ["CompareRequest", "ScanRequest", "router", "web_state"]
+__all__ = ["MAX_PROBED", "CompareRequest", "ProbeRequest", "ScanRequest", "router", "web_state"]
+
+MAX_PROBED = 16  # candidates, and controls, in one probe: each is a model loaded or asked
+_PROBED = ("a model folder under a root, or an endpoint http://host:port/v1#model (loopback, "
+           "or a host the server allows with --endpoint)")  # fmt: skip
 
 router = APIRouter(prefix="/api")
 
@@ -51,6 +55,23 @@ class ScanRequest(BaseModel):
                               "server's --index).")  # fmt: skip
     top: int = Field(5, ge=1, le=50, description="Candidates to test.")
     weights: bool = Field(False, description="Also compare the weights of candidates.")
+
+
+class ProbeRequest(BaseModel):
+    """``forebear probe SUSPECT --candidates … [--controls …]``: behavioural evidence."""
+
+    suspect: str = Field(description=f"The model under question: {_PROBED}.")
+    candidates: list[str] = Field(min_length=1, max_length=MAX_PROBED,
+                                  description="Candidate origins (the same kinds).")  # fmt: skip
+    controls: list[str] = Field(default_factory=list, max_length=MAX_PROBED,
+                                description="Independent control models.")  # fmt: skip
+    budget: int = Field(2000, ge=1, le=100_000, description="Most prompts per model.")
+    batch: int = Field(100, ge=1, le=10_000, description="Prompts between two looks.")
+    alpha: float = Field(0.01, gt=0, lt=1, description="Error rate of each verdict.")
+    seed: int = Field(0, ge=0, description="Seed of the probe prompts.")
+    same_data_controls: bool = Field(
+        False, description="The controls were trained on the candidates' data (the test then "
+        "answers distillation).")  # fmt: skip
 
 
 def _roots(state: Any) -> list[Path]:
@@ -86,6 +107,31 @@ def start_scan(body: ScanRequest, state: State) -> JSONResponse:
     work = scan_work(state.settings.reports, model, index, top=body.top, weights=body.weights)
     params = {"model": model, "index": str(index), "top": body.top, "weights": body.weights}
     return _accepted(state.jobs.submit("scan", params, work))
+
+
+@router.post("/probe", status_code=202,
+             summary="Start a behaviour probe (forebear probe): behavioural evidence")  # fmt: skip
+def start_probe(body: ProbeRequest, state: State) -> JSONResponse:
+    settings = state.settings
+
+    def confined(refs: list[str]) -> tuple[str, ...]:
+        return tuple(confine_probed(ref, _roots(state), settings.endpoints) for ref in refs)
+
+    job = ProbeJob(confined([body.suspect])[0], confined(body.candidates),
+                   confined(body.controls), budget=body.budget, batch=body.batch,
+                   alpha=body.alpha, seed=body.seed,
+                   same_data_controls=body.same_data_controls)  # fmt: skip
+    named = [*job.candidates, *job.controls]
+    if len(set(named)) != len(named):
+        raise ForebearError(
+            "a model is named twice among the candidates and controls",
+            hint="name each model once (the candidates already control each other)",
+        )
+    work = probe_work(settings.reports, settings.state / "responses.sqlite", job)
+    params = {"suspect": job.suspect, "candidates": list(job.candidates),
+              "controls": list(job.controls), "budget": job.budget, "batch": job.batch,
+              "alpha": job.alpha, "same_data_controls": job.same_data_controls}  # fmt: skip
+    return _accepted(state.jobs.submit("probe", params, work))
 
 
 @router.get("/jobs", summary="Every job kept, newest first")

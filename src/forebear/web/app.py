@@ -99,7 +99,8 @@ def create_app(settings: WebSettings) -> FastAPI:
 
 _DESCRIPTION = (
     "Model provenance from weights: run `forebear compare` and `forebear scan` as jobs, read "
-    "their reports, browse the index and its lineage atlas. Mirrors the CLI; every error is "
+    "their reports, browse the index and its lineage atlas; and from behaviour: `forebear "
+    "probe` as a job (behavioural evidence, labelled apart). Mirrors the CLI; every error is "
     '`{"error": "...", "hint": "..."}`.'
 )
 

@@ -4,7 +4,11 @@ the upload limit.
 ``confine`` turns what a client typed into what a job may open: a hub id
 ``org/name[@revision]`` passes through (the library resolves it), a local path
 must resolve — symlinks followed — inside one of the roots, and anything else
-(URLs, ``~``) is refused. ``token_ok`` compares in constant time. The errors
+(URLs, ``~``) is refused. ``confine_probed`` does the same for a model a behaviour
+probe asks: a local model folder under the roots, or an endpoint
+``http(s)://host[:port]/v1#model`` whose host is loopback or on the ``--endpoint``
+allow-list (the server's own key is added by the job, never taken from a request).
+``token_ok`` compares in constant time. The errors
 here are ``ForebearError``\\ s that the app maps to HTTP statuses; this module
 decides nothing about responses.
 """
@@ -16,7 +20,9 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from forebear.behavior.references import parse_endpoint
 from forebear.errors import ForebearError, InputNotFoundError, LimitExceededError
+from forebear.web.settings import is_loopback
 
 __all__ = [
     "AccessDeniedError",
@@ -24,6 +30,7 @@ __all__ = [
     "QueueFullError",
     "UploadTooLargeError",
     "confine",
+    "confine_probed",
     "token_ok",
 ]
 
@@ -79,6 +86,29 @@ def confine(raw: str, roots: Sequence[Path]) -> str:
             return str(resolved)
     raise InputNotFoundError(f"{text}: no such file or folder under the roots",
                              hint=_allowed(roots))  # fmt: skip
+
+
+def confine_probed(raw: str, roots: Sequence[Path], endpoints: Sequence[str]) -> str:
+    """The model reference a probe job may ask: an allowed endpoint reference unchanged, or
+    a local model folder resolved inside ``roots``."""
+    text = raw.strip()
+    endpoint = parse_endpoint(text)
+    if endpoint is None:
+        confined = confine(text, roots)
+        if not Path(confined).is_dir():
+            raise ForebearError(f"{text}: not a local model folder",
+                                hint="a probe asks model folders under the roots, or "
+                                "endpoints http://host:port/v1#model")  # fmt: skip
+        return confined
+    port = "" if endpoint.port is None else f":{endpoint.port}"
+    allowed = {entry.lower().strip("[]") for entry in endpoints}
+    if is_loopback(endpoint.host) or {endpoint.host, endpoint.host + port} & allowed:
+        return text
+    raise PathNotAllowedError(
+        f"{text}: endpoint host {endpoint.host} is not allowed",
+        hint="a probe may ask loopback endpoints and the hosts the server was started "
+        f"with --endpoint; to allow this one: forebear serve --endpoint {endpoint.host}",
+    )
 
 
 def _local_match(text: str, roots: Sequence[Path]) -> bool:

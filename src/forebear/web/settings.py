@@ -1,5 +1,5 @@
 """What one ``forebear serve`` is allowed to do: where it listens, which paths it may read,
-where it writes, and its bounds (jobs, uploads).
+where it writes, which model endpoints a probe may ask, and its bounds (jobs, uploads).
 
 ``WebSettings`` is plain data, checked once by ``WebSettings.check`` before a server
 starts: a non-loopback address without a token is refused. This module owns the
@@ -48,6 +48,7 @@ class WebSettings:
     progress_lines: int = 50  # progress messages kept per job
     history: int = 200  # finished jobs kept in memory
     allowed_hosts: tuple[str, ...] = field(default=())  # Host headers accepted; () = derived
+    endpoints: tuple[str, ...] = field(default=())  # hosts a probe may ask, beyond loopback
 
     @property
     def reports(self) -> Path:

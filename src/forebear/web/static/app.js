@@ -1,4 +1,4 @@
-// The run page: start compare/scan jobs, upload fingerprints, poll the job and the job list.
+// The run page: start compare/scan/probe jobs, upload fingerprints, poll the job and the job list.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -38,25 +38,47 @@ function showJob(job) {
   const status = $("job-status");
   status.textContent = job.status;
   status.className = "status " + job.status;
-  const p = job.params;
-  $("job-params").textContent = job.kind === "compare"
-    ? "A: " + p.a + "  ·  B: " + p.b + (p.fast ? "  ·  fast" : "")
-    : "model: " + p.model + "  ·  index: " + p.index + "  ·  top " + p.top;
+  $("job-params").textContent = describe(job.kind, job.params);
   const list = $("job-progress");
   list.replaceChildren(...job.progress.map((line) => el("li", line)));
   const verdict = $("job-verdict");
   verdict.classList.toggle("hidden", !job.summary);
   if (job.summary) {
+    const behavioural = job.summary.evidence === "behavioural";
     verdict.replaceChildren(
-      el("strong", job.summary.verdict),
+      el("span", behavioural ? "behavioural evidence (not weight evidence)" : "weight evidence",
+         "evidence"),
+      el("strong", verdictText(job.summary)),
       el("span", pText(job.summary.log10_p), "muted"),
     );
-    verdict.className = "verdict " + (job.summary.derived ? "derived" : "independent");
+    const settled = job.summary.derived || job.summary.verdict !== "inconclusive";
+    verdict.className = "verdict " + (job.summary.derived ? "derived" : settled ? "independent" : "");
   }
   $("job-error").classList.toggle("hidden", !job.error);
   $("job-error").textContent = job.error || "";
   $("job-report").classList.toggle("hidden", !job.report);
   if (job.report) $("job-report-link").href = "/reports/" + job.report;
+}
+
+function describe(kind, p) {
+  if (kind === "compare") return "A: " + p.a + "  ·  B: " + p.b + (p.fast ? "  ·  fast" : "");
+  if (kind === "scan") return "model: " + p.model + "  ·  index: " + p.index + "  ·  top " + p.top;
+  return "suspect: " + p.suspect + "  ·  candidates: " + p.candidates.join(", ")
+    + "  ·  controls: " + (p.controls.join(", ") || "none") + "  ·  budget " + p.budget;
+}
+
+function verdictText(summary) {
+  if (summary.evidence !== "behavioural") return summary.verdict;
+  if (summary.derived) {
+    return "behaves like a derivative of " + summary.derived_from.join(", ")
+      + " (weights or distillation)";
+  }
+  return summary.verdict === "none" ? "not closer to any candidate than to the controls"
+    : "inconclusive within the budget";
+}
+
+function splitModels(text) {
+  return text.split(/[,\n]/).map((part) => part.trim()).filter((part) => part);
 }
 
 async function watch(id) {
@@ -97,7 +119,8 @@ async function refreshJobs() {
       link.href = "/reports/" + job.report;
       report.append(link);
     }
-    const verdict = job.summary ? job.summary.verdict : (job.error || "");
+    let verdict = job.summary ? job.summary.verdict : (job.error || "");
+    if (job.summary && job.summary.evidence === "behavioural") verdict = "behaviour: " + verdict;
     row.append(id, el("td", job.kind), el("td", job.status, "status " + job.status),
                el("td", verdict), report);
     return row;
@@ -132,6 +155,11 @@ onSubmit("compare-form", "/api/compare", () => ({
 }));
 onSubmit("scan-form", "/api/scan", () => ({
   model: $("scan-model").value, top: Number($("scan-top").value), weights: $("scan-weights").checked,
+}));
+onSubmit("probe-form", "/api/probe", () => ({
+  suspect: $("probe-suspect").value, candidates: splitModels($("probe-candidates").value),
+  controls: splitModels($("probe-controls").value), budget: Number($("probe-budget").value),
+  same_data_controls: $("probe-same-data").checked,
 }));
 
 $("upload-form").addEventListener("submit", async (event) => {
