@@ -13,21 +13,19 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from forebear.behavior.base import Client
 from forebear.behavior.cache import ResponseCache
+from forebear.behavior.references import open_client
 from forebear.cli.output import Format, Output
 from forebear.errors import ForebearError
 
 __all__ = ["parse_models", "probe_command", "render_probe"]
 
 EXIT_NONE, EXIT_ERROR, EXIT_DERIVED, EXIT_INCONCLUSIVE = 0, 1, 3, 4
-_ENDPOINT_HINT = "write an endpoint as http://host:port/v1#model-name"
 
 
 def _progress(message: str) -> None:
@@ -40,30 +38,6 @@ def parse_models(values: list[str] | None) -> list[str]:
     if len(set(found)) != len(found):
         raise ForebearError("a model is named twice", hint="name each model once")
     return found
-
-
-def make_client(
-    reference: str, cache: ResponseCache | None, api_key: str | None, budget: int
-) -> Client:
-    """A client for a local model folder or an ``http(s)://…/v1#model`` endpoint."""
-    if reference.startswith(("http://", "https://")):
-        base, _, model = reference.partition("#")
-        parts = urlsplit(base)
-        if not model or not parts.hostname:
-            raise ForebearError(f"not an endpoint reference: {reference!r}", hint=_ENDPOINT_HINT)
-        from forebear.behavior.http import OpenAIClient
-
-        return OpenAIClient(base, model, api_key=api_key, cache=cache, budget=budget)
-    path = Path(reference)
-    if not path.is_dir():
-        raise ForebearError(
-            "no such model folder",
-            path=reference,
-            hint=f"give a local model folder, or {_ENDPOINT_HINT}",
-        )
-    from forebear.behavior.local import LocalClient
-
-    return LocalClient(path, cache=cache, budget=budget)
 
 
 def probe_command(
@@ -123,9 +97,14 @@ def probe_command(
         others = parse_models(controls)
         store = None if cache is None else ResponseCache(cache)
         extra = DistributionPlan().queries if distribution else 0  # the distribution test's
-        asked = make_client(suspect, store, api_key, budget * max(1, samples) + extra)
+        asked = open_client(
+            suspect, cache=store, api_key=api_key, budget=budget * max(1, samples) + extra
+        )
         each = budget + extra
-        clients = {ref: make_client(ref, store, api_key, each) for ref in [*names, *others]}
+        clients = {
+            ref: open_client(ref, cache=store, api_key=api_key, budget=each)
+            for ref in [*names, *others]
+        }
         result = probe(
             asked,
             {name: clients[name] for name in names},
@@ -183,6 +162,11 @@ def render_probe(console: Console, data: dict[str, Any]) -> None:
                 _p(t["log10_p_holm"]),
             )  # fmt: skip
         console.print(sub)
+        for test in c.get("distribution", []):
+            console.print(
+                f"identity as a distribution ({test['method']}): {test['verdict']}, "
+                f"p = {test['p_value']:.3g} on {test['prompts']} prompts"
+            )
     _render_footer(console, data)
 
 
