@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from scipy import special, stats
 
 __all__ = [
@@ -50,12 +51,11 @@ def mixture_log10_e(successes: int, failures: int, q0: float, alternative: Alter
     if successes < 0 or failures < 0:
         raise ValueError("counts cannot be negative")
     a, b = successes + 1.0, failures + 1.0
+    below, above = _log_beta_tails(q0, successes, failures)
     if alternative == "greater":
-        tail = float(stats.beta.logsf(q0, a, b))  # ln P(Beta(a, b) > q0)
-        width = math.log1p(-q0)
+        tail, width = above, math.log1p(-q0)  # ln P(Beta(a, b) > q0)
     else:
-        tail = float(stats.beta.logcdf(q0, a, b))
-        width = math.log(q0)
+        tail, width = below, math.log(q0)
     if not math.isfinite(tail):
         return -math.inf
     log_e = (
@@ -66,6 +66,15 @@ def mixture_log10_e(successes: int, failures: int, q0: float, alternative: Alter
         - failures * math.log1p(-q0)
     )
     return log_e / _LN10
+
+
+def _log_beta_tails(q0: float, successes: int, failures: int) -> tuple[float, float]:
+    """(ln P(Beta(s + 1, f + 1) ≤ q0), ln P(… > q0)), exact in log space through the
+    binomial identity P(Beta(a, b) ≤ x) = P(Bin(a + b − 1, x) ≥ a) for whole a, b:
+    scipy's beta.logcdf takes the log of a cdf that underflows (0.05^245 is subnormal)."""
+    log_pmf = stats.binom.logpmf(np.arange(successes + failures + 2), successes + failures + 1, q0)
+    return (float(special.logsumexp(log_pmf[successes + 1 :])),
+            float(special.logsumexp(log_pmf[: successes + 1])))  # fmt: skip
 
 
 def exact_binomial_log10_p(successes: int, trials: int, q0: float) -> float:
