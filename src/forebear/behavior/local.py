@@ -21,8 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from forebear.behavior.base import TokenAnswer
 from forebear.behavior.cache import ResponseCache, cache_key
 from forebear.behavior.spending import QueryMeter, answer_through_cache, token_answer
 from forebear.errors import InputNotFoundError
+from forebear.zoo.families import quiet_transformers
 from forebear.zoo.folders import CONFIG, TOKENIZER, WEIGHTS
 
 __all__ = ["Completion", "LocalClient", "LocalModel", "compose_prompt", "logprob_map"]
@@ -79,22 +79,6 @@ def _files_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-@contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """transformers' progress bars and warnings off while loading (the library never prints)."""
-    from transformers.utils import logging
-
-    bars, verbosity = logging.is_progress_bar_enabled(), logging.get_verbosity()
-    logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
-        if bars:
-            logging.enable_progress_bar()  # type: ignore[no-untyped-call]
-
-
 class LocalModel:
     """One model folder, loaded once, answering prompts (no cache, no budget)."""
 
@@ -124,7 +108,7 @@ class LocalModel:
         from tokenizers import Tokenizer
         from transformers import AutoModelForCausalLM
 
-        with _quiet_transformers():
+        with quiet_transformers():
             model: Any = AutoModelForCausalLM.from_pretrained(
                 self.path, dtype=torch.float32, attn_implementation="eager", local_files_only=True
             )

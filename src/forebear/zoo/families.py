@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FAMILIES", "build_model", "load_model", "state_of", "tiny_config"]
+__all__ = ["FAMILIES", "build_model", "load_model", "quiet_transformers", "state_of", "tiny_config"]
 
 # What makes each family itself; the shared tiny sizes are added by ``tiny_config``.
 FAMILIES: Mapping[str, Mapping[str, Any]] = {
@@ -130,7 +130,7 @@ def state_of(model: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """transformers' progress bars and warnings off for the block (the library never prints)."""
     from transformers.utils import logging
 
@@ -156,7 +156,7 @@ def load_model(config: Mapping[str, Any], state: Mapping[str, Any]) -> Any:
     with tempfile.TemporaryDirectory(prefix="forebear-zoo-") as folder:
         Path(folder, "config.json").write_bytes(config_bytes(config))
         Path(folder, "model.safetensors").write_bytes(weights_bytes(dict(state)))
-        with _quiet_transformers():
+        with quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(
                 folder, dtype=torch.float32, attn_implementation="eager"
             )
