@@ -27,11 +27,10 @@ from forebear.behavior.prompts import ProbeSet, draw_probes
 from forebear.behavior.sequential import (
     RateEvidence,
     exact_binomial_log10_p,
-    holm,
-    holm_adjusted,
     mixture_log10_e,
 )
 from forebear.errors import ForebearError
+from forebear.stats import holm, holm_adjusted
 
 if TYPE_CHECKING:
     from forebear.zoo.build import ZooBuild

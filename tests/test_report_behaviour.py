@@ -19,9 +19,9 @@ from forebear.behavior.agreement import ControlTest, agreement
 from forebear.behavior.identity import IdentityTest
 from forebear.behavior.prompts import ProbeSet
 from forebear.behavior.result import CandidateResult, ProbeResult, Settings
-from forebear.behavior.sequential import holm_adjusted
 from forebear.cli import main
 from forebear.report import Report, load_report, probe_report, render, write_report
+from forebear.stats import holm_adjusted
 from test_report import FIXED, GOLDEN, HOSTILE, parsed
 
 PARENT, OTHER = f"org/{HOSTILE}", "evil & 'quoted' | *md* [x](javascript:y)"

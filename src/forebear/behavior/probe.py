@@ -47,8 +47,8 @@ from forebear.behavior.identity import (
 )
 from forebear.behavior.prompts import ProbeSet, draw_probes, held_out_text
 from forebear.behavior.result import CandidateResult, DerivationVerdict, ProbeResult, Settings
-from forebear.behavior.sequential import holm_adjusted
 from forebear.errors import ForebearError
+from forebear.stats import holm_adjusted
 
 __all__ = ["SUSPECT", "default_probes", "greedy_token", "probe"]
 

@@ -1,4 +1,4 @@
-"""Anytime-valid tests of a Bernoulli rate: mixture e-values, their p-values, and Holm.
+"""Anytime-valid tests of a Bernoulli rate: mixture e-values and their p-values.
 
 A probe looks at its evidence after every batch of prompts and stops when it is
 decisive, so a fixed-sample p-value would be invalid (looking again until it is small
@@ -24,7 +24,6 @@ knows nothing of prompts or models.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -35,8 +34,6 @@ __all__ = [
     "Alternative",
     "RateEvidence",
     "exact_binomial_log10_p",
-    "holm",
-    "holm_adjusted",
     "mixture_log10_e",
 ]
 
@@ -117,21 +114,3 @@ class RateEvidence:
         return RateEvidence(
             self.q0, self.alternative, s, f, now, max(self.log10_e_max, now), self.looks + 1
         )
-
-
-def holm_adjusted(log10_ps: Sequence[float]) -> list[float]:
-    """Holm's adjusted p-values (log10): hypothesis ``i`` is rejected at level α, with
-    family-wise error ≤ α under any dependence, exactly when its value ≤ log10 α."""
-    order = sorted(range(len(log10_ps)), key=lambda i: log10_ps[i])
-    count = len(log10_ps)
-    adjusted = [0.0] * count
-    running = -math.inf
-    for rank, index in enumerate(order):
-        running = max(running, min(0.0, log10_ps[index] + math.log10(count - rank)))
-        adjusted[index] = running
-    return adjusted
-
-
-def holm(log10_ps: Sequence[float], alpha: float) -> list[bool]:
-    """Holm's step-down rejections at family-wise level ``alpha``."""
-    return [value <= math.log10(alpha) for value in holm_adjusted(log10_ps)]

@@ -1,4 +1,5 @@
-"""Statistical tests of weight evidence: frozen results, p-values carried as log10."""
+"""Statistical tests: frozen results, p-values carried as log10, and their combinations
+(Fisher, Bonferroni, Holm, order statistics) shared by the weight and behaviour tiers."""
 
 from forebear.stats.tests import (
     NullKind,
@@ -6,6 +7,8 @@ from forebear.stats.tests import (
     assignment_test,
     bonferroni,
     fisher,
+    holm,
+    holm_adjusted,
     log10_normal_sf,
     order_statistic,
 )
@@ -16,6 +19,8 @@ __all__ = [
     "assignment_test",
     "bonferroni",
     "fisher",
+    "holm",
+    "holm_adjusted",
     "log10_normal_sf",
     "order_statistic",
 ]

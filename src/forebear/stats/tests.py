@@ -45,6 +45,8 @@ __all__ = [
     "assignment_test",
     "bonferroni",
     "fisher",
+    "holm",
+    "holm_adjusted",
     "log10_normal_sf",
     "order_statistic",
 ]
@@ -143,6 +145,24 @@ def bonferroni(log10_ps: Sequence[float]) -> float:
     if not log10_ps:
         return 0.0
     return min(0.0, min(log10_ps) + math.log10(len(log10_ps)))
+
+
+def holm_adjusted(log10_ps: Sequence[float]) -> list[float]:
+    """Holm's adjusted p-values (log10): hypothesis ``i`` is rejected at level α, with
+    family-wise error ≤ α under any dependence, exactly when its value ≤ log10 α."""
+    order = sorted(range(len(log10_ps)), key=lambda i: log10_ps[i])
+    count = len(log10_ps)
+    adjusted = [0.0] * count
+    running = -math.inf
+    for rank, index in enumerate(order):
+        running = max(running, min(0.0, log10_ps[index] + math.log10(count - rank)))
+        adjusted[index] = running
+    return adjusted
+
+
+def holm(log10_ps: Sequence[float], alpha: float) -> list[bool]:
+    """Holm's step-down rejections at family-wise level ``alpha``."""
+    return [value <= math.log10(alpha) for value in holm_adjusted(log10_ps)]
 
 
 def order_statistic(log10_ps: Sequence[float], r: int) -> float:
