@@ -5,6 +5,12 @@
    accuracy on the true edges found (decided right, decided wrong, undetermined), edges
    between the manifest's independent families, and each merge's recovered parents. The
    distilled model's edge is behaviour only: it is no weight edge, and it should get none.
+   The same comparisons are assembled again with the manifest's parents as declared base
+   models (what honest model cards say), reported apart.
+1b. The identifiability control: each continued pre-training run the tree misplaces is
+   trained again from the fine-tuned sibling instead of the base (same data, seed, steps),
+   so the zoo's world (siblings) and the other (a chain) can be compared: when the weights
+   look alike in both, no method reading weights can place it.
 2. ``forebear decompose`` of each zoo merge on its true parents with llama-a as the base: the
    recovered method and weights against the recipe (goal ±0.03), the residual (an exact merge
    against the one trained further); and of a DARE merge of the zoo's two fine-tunes that
@@ -24,16 +30,20 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from forebear.lineage import decompose
-from forebear.lineage.tree import build_tree
+from forebear.lineage.priors import Priors
+from forebear.lineage.tree import Lineage, compared
 from forebear.model import open_model
+from forebear.zoo.build import run_build
 from forebear.zoo.folders import load_folder, save_folder
 from forebear.zoo.manifest import load_manifest
+from forebear.zoo.profiles import profile_specs
 from forebear.zoo.transforms.merges import merge_dare
 
 ROOT = Path(__file__).resolve().parent
@@ -77,20 +87,88 @@ def tree(zoo: Path) -> dict[str, Any]:
         if message.startswith("compare ") and message.split()[1].split("/")[0].endswith("00"):
             print(f"lineage: {message}", file=sys.stderr)  # every hundredth pair
 
-    found = build_tree(list(by_path), progress=say).to_json()
     truth, family = _truth(manifest)
+    derived = [name for name, spec in manifest.models.items() if spec.kind == "derived"]
+    honest = {name: list(manifest.models[name].parents) for name in derived}
+    rng = np.random.default_rng(0)
+    false = {  # each derived model names another relative of its family, never its parent
+        name: [str(rng.choice(sorted(n for n in manifest.models if family[n] == family[name]
+                                     and n != name and n not in honest[name])))]
+        for name in derived
+    }  # fmt: skip
+    with compared(list(by_path), progress=say) as evidence:
+        weights = evidence.assemble()
+        seconds = time.perf_counter() - started
+        with_cards = {
+            kind: _named(evidence.assemble(Priors.from_mapping(
+                {n: {"base_model": bases} for n, bases in claims.items()})), by_path)
+            for kind, claims in (("declared", honest), ("misdeclared", false))
+        }  # fmt: skip
+    found = _named(weights, by_path)
+    return {
+        "models": len(by_path), "seconds": seconds, "comparisons": weights.comparisons,
+        "merges": found["merges"], "edges": found["edges"], "warnings": weights.warnings,
+        **_scores(found["edges"], truth, family),
+        **{kind: {"edges": cards["edges"], **_scores(cards["edges"], truth, family),
+                  "attached_by_priors": sorted(f"{e['parent']} → {e['child']}"
+                                               for e in cards["edges"]
+                                               if e["attached_by"] == "priors")}
+           for kind, cards in with_cards.items()},
+    }  # fmt: skip
+
+
+def _named(found: Lineage, by_path: Mapping[str, str]) -> dict[str, Any]:
+    """Edges and merges with the zoo's model names for paths."""
+    data = found.to_json()
     edges = [{**e, "parent": by_path[e["parent"]], "child": by_path[e["child"]]}
-             for e in found["edges"]]  # fmt: skip
+             for e in data["edges"]]  # fmt: skip
     merges = {
         by_path[m["model"]]: {"parents": sorted(by_path[p] for p in m["parents"]),
                               "verdict": m["verdict"], "best": m["best"]}
-        for m in found["merges"]
+        for m in data["merges"]
     }  # fmt: skip
-    return {
-        "models": len(by_path), "seconds": time.perf_counter() - started,
-        "comparisons": found["comparisons"], "merges": merges, "edges": edges,
-        "warnings": found["warnings"], **_scores(edges, truth, family),
-    }  # fmt: skip
+    return {"edges": edges, "merges": merges}
+
+
+CONTROLS = (("llama-a", "llama-a-ft", "llama-a-cpt"),
+            ("gpt_neox-a", "gpt_neox-a-ft", "gpt_neox-a-cpt"))  # fmt: skip
+
+
+def control(zoo: Path) -> list[dict[str, Any]]:
+    """Each (base, fine-tune, continued pre-training) of ``CONTROLS`` in the zoo's world (the
+    two trained beside each other from the base) and in the other (the continued run trained
+    from the fine-tune: same data, seed, steps and rate), made here from the zoo's cache."""
+    specs = {s.name: s for s in profile_specs("full")}
+    chosen = [specs[n] for trio in CONTROLS for n in trio[:2]]
+    chains = {trio: replace(specs[trio[2]], name=f"{trio[1]}-then-cpt", parents=(trio[1],))
+              for trio in CONTROLS}  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="bench-lineage-control-"))
+    try:
+        built = run_build([*chosen, *chains.values()], work, cache=zoo / ".cache").manifest
+        zoo_manifest = load_manifest(zoo)
+        rows = []
+        for trio in CONTROLS:
+            base, ft = (str(zoo_manifest.model_path(n)) for n in trio[:2])
+            worlds = (("siblings (the zoo)", trio[2], str(zoo_manifest.model_path(trio[2]))),
+                      ("chain (made here)", chains[trio].name,
+                       str(built.model_path(chains[trio].name))))  # fmt: skip
+            for world, name, path in worlds:
+                rows.append({"world": world, "model": name, **_placed(base, ft, path)})
+        return rows
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _placed(base: str, ft: str, child: str) -> dict[str, Any]:
+    """The child's distances to the base and the fine-tune, and its parent in their tree."""
+    with compared([base, ft, child]) as evidence:
+        found = evidence.assemble()
+        pairs = evidence.pairs
+    far, near = (pairs[(other, child)].change for other in (base, ft))
+    (edge,) = [e for e in found.edges if child in (e.parent, e.child)]
+    other = edge.parent if edge.child == child else edge.child
+    return {"to_base": far, "to_finetune": near,
+            "tree_neighbour": "fine-tune" if other == ft else "base"}  # fmt: skip
 
 
 def _scores(edges: list[dict[str, Any]], truth: set[tuple[str, str]], family: dict[str, int]
@@ -193,6 +271,31 @@ def to_markdown(report: dict[str, Any]) -> str:
                        ("Found with the direction reversed", "wrong_direction")):  # fmt: skip
         if t[key]:
             lines += [f"{title}:", "", *(f"- {x}" for x in t[key]), ""]
+    lines += [
+        "### With declared base models",
+        "",
+        "The same comparisons, assembled again with metadata priors. A declared parent edge "
+        "enters the tree only where the weights cannot rule it out: it replaces the longest "
+        "edge of the cycle it closes when within 1.1 × that edge's distance and no worse on "
+        "coordinates and frozen tensors; a model declaring two bases and lying between them "
+        "is their merge. Such edges say so. *Honest cards*: each derived model declares its "
+        "manifest parents. *False cards*: each declares another model of its family, never "
+        "its parent (seeded).",
+        "",
+    ]
+    for kind, title in (("declared", "honest cards"), ("misdeclared", "false cards")):
+        d = t[kind]
+        d_found = d["true_edges"] - len(d["missed"])
+        lines += [
+            f"- {title}: parent edges found {d_found}/{d['true_edges']} ({d['recall']:.2f}), "
+            f"precision {d['precision']:.2f}, edges between independent families "
+            f"{len(d['cross_family_edges'])}, direction right (weights, then priors where "
+            f"the weights do not decide) {d['direction_right']}/{d_found}",
+            *(f"  - attached by the priors: {x}" for x in d["attached_by_priors"]),
+            *(f"  - missed: {x}" for x in d["missed"]),
+        ]
+    lines.append("")
+    lines += _control_markdown(report["control"])
     lines += ["Merges recognised in the tree:", ""]
     lines += [f"- {m}: {x['verdict']} of {', '.join(x['parents'])}" for m, x in t["merges"].items()]
     lines += ["", "## Decomposition of the zoo's merges (true parents, llama-a as base)", "",
@@ -213,6 +316,34 @@ def to_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _control_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "### Identifiability control: siblings or a chain?",
+        "",
+        "Each continued pre-training the tree puts beside its fine-tuned sibling, trained "
+        "again here from that fine-tune (same data, seed, steps and rate). Distances are the "
+        "tree's (relative change).",
+        "",
+        "| world | model | to the base | to the fine-tune | ratio | tree puts it beside |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ratio = row["to_finetune"] / row["to_base"]
+        lines.append(
+            f"| {row['world']} | {row['model']} | {row['to_base']:.4f} | "
+            f"{row['to_finetune']:.4f} | {ratio:.3f} | {row['tree_neighbour']} |"
+        )
+    lines += [
+        "",
+        "Where both worlds give the same ratio, the weights hold no trace of which happened: "
+        "a light fine-tune's update is a short step along the way the continued run goes on "
+        "the same data, and 600 steps at ten times its rate leave nothing of it. Only "
+        "metadata can place such a model (above).",
+        "",
+    ]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--zoo", type=Path, default=ROOT / ".work" / "zoo-full")
@@ -223,6 +354,7 @@ def main() -> None:
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
         "forebear": forebear.__version__, "merges": merges(args.zoo), "tree": tree(args.zoo),
+        "control": control(args.zoo),
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "lineage.json").write_text(json.dumps(report, indent=2) + "\n")

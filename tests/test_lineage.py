@@ -259,6 +259,81 @@ def test_frozen_tensors_and_coordinates_outrank_a_nearer_sibling(
     assert frozenset((a, paths["retrained"])) in found
 
 
+def test_a_declared_base_picks_among_parents_the_weights_cannot_separate(
+    zoo: Callable[[str], Path],
+) -> None:
+    """llama-a-cpt and llama-a-ft were both trained from llama-a on corpus-b: the heavy one
+    lies farther along the light one's way, so the weights put it beside the fine-tune, with
+    llama-a nearly as close (the same geometry as a chain a → ft → cpt; see the lineage
+    bench). A declared base settles what the weights cannot; a claim they rule out (too far,
+    or no relative at all) changes nothing."""
+    names = ["llama-a", "llama-a-ft", "llama-a-cpt", "llama-a-ft2"]
+    ref = {n: str(zoo(n)) for n in names}
+
+    def by_pair(found: Any) -> dict[frozenset[str], Any]:
+        return {frozenset((e.parent, e.child)): e for e in found.edges}
+
+    plain = by_pair(build_tree(list(ref.values())))
+    beside = plain[frozenset((ref["llama-a-ft"], ref["llama-a-cpt"]))]
+    assert ref["llama-a"] in beside.alternatives and beside.attached_by == "weights"
+    claims = Priors.from_mapping({
+        "llama-a-cpt": {"base_model": ["llama-a"]},
+        "llama-a-ft2": {"base_model": ["llama-a-cpt"]},  # the weights rule this out: too far
+        "llama-a-ft": {"base_model": ["llama-b"]},  # not in the tree
+    })  # fmt: skip
+    found = build_tree(list(ref.values()), priors=claims)
+    edges = by_pair(found)
+    moved = edges[frozenset((ref["llama-a"], ref["llama-a-cpt"]))]
+    assert moved.attached_by == "priors" and moved.parent == ref["llama-a"]
+    assert ref["llama-a-ft"] in moved.alternatives
+    assert any("declared base" in reason for reason in moved.reasons)
+    assert frozenset((ref["llama-a-ft"], ref["llama-a-cpt"])) not in edges
+    kept = {k: e for k, e in edges.items() if e is not moved}
+    assert set(kept) == set(plain) - {frozenset((ref["llama-a-ft"], ref["llama-a-cpt"]))}
+    assert all(e.attached_by == "weights" for e in kept.values())
+    assert found.to_json()["edges"][0]["attached_by"] in ("weights", "priors")
+    graph = to_graphml(found)
+    assert "attached_by" in graph and ">priors<" in graph
+
+
+def test_a_declared_merge_the_weights_do_not_rule_out(
+    zoo: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A merge changed afterwards as much as its parents were fine-tuned reads "not a merge"
+    (the weights cannot tell it from a model trained on both parents' data). Declared by its
+    card, and lying between the two, it becomes their merge, labelled as the card's."""
+    (ft, config, tokenizer), (ft2, _, _) = (
+        load_folder(zoo("llama-a-ft")),
+        load_folder(zoo("llama-a-ft2")),
+    )
+    rng = np.random.default_rng(11)
+    merged = merge_linear([ft, ft2], [config, config], weights=[0.7, 0.3]).state
+
+    def changed(key: str) -> Any:
+        noise = rng.standard_normal(ft[key].shape)
+        size = 0.4 * np.linalg.norm(ft[key] - ft2[key]) / max(np.linalg.norm(noise), 1e-30)
+        return (merged[key] + size * noise).astype(ft[key].dtype)
+
+    state = {k: changed(k) if v.dtype.kind == "f" else v for k, v in merged.items()}
+    trained = str(save_folder(tmp_path / "merged-then-trained", state, config, tokenizer))
+    ref = {n: str(zoo(n)) for n in ("llama-a", "llama-a-ft", "llama-a-ft2")}
+    refs = [*ref.values(), trained]
+    plain = build_tree(refs)
+    assert not plain.merges and len(plain.parents(trained)) <= 1
+    honest = Priors.from_mapping({"merged-then-trained": {
+        "base_model": ["llama-a-ft", "llama-a-ft2"]}})  # fmt: skip
+    found = build_tree(refs, priors=honest)
+    assert set(found.parents(trained)) == {ref["llama-a-ft"], ref["llama-a-ft2"]}
+    edges = [e for e in found.edges if e.child == trained]
+    assert all(e.relation == "merge" and e.attached_by == e.decided_by == "priors"
+               for e in edges)  # fmt: skip
+    (record,) = found.merges
+    assert record["declared"] and record["verdict"] == "not a merge of these parents"
+    assert "declares" in edges[0].reasons[0]
+    wrong = Priors.from_mapping({"merged-then-trained": {"base_model": ["llama-a", "llama-a-ft"]}})
+    assert not build_tree(refs, priors=wrong).merges  # not between its declared bases
+
+
 def test_a_tree_of_one_model_and_of_a_model_named_twice(zoo: Callable[[str], Path]) -> None:
     alone = build_tree([str(zoo("llama-a"))])
     assert alone.edges == () and alone.families == ((str(zoo("llama-a")),),)

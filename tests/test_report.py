@@ -114,8 +114,8 @@ def lineage() -> Lineage:
                     (), **extra)  # fmt: skip
 
     edges = (
-        edge("base", "chat", 0.97, "weights"),
-        edge("base", HOSTILE, 0.6, "undetermined"),
+        edge("base", "chat", 0.97, "weights", attached_by="priors", alternatives=(HOSTILE,)),
+        edge("base", HOSTILE, 0.6, "undetermined", alternatives=("chat",)),
         edge("base", "merged", 0.999, "weights", relation="merge", weight=0.6),
         edge("chat", "merged", 0.999, "weights", relation="merge", weight=0.4),
         edge("other", "other-q4", 0.8, "priors", p_priors=0.95),
@@ -210,6 +210,7 @@ def test_tree_report_styles_edges(made: dict[str, Report]) -> None:
     assert styles[("base", HOSTILE)] == "undetermined"
     assert styles[("base", "merged")] == styles[("chat", "merged")] == "merge"
     assert styles[("other", "other-q4")] == "priors"
+    assert styles[("base", "chat")] == "priors"  # decided by the weights, attached by a card
     assert "3 families" in made["tree"].verdict and "1 merge" in made["tree"].verdict
 
 

@@ -216,7 +216,12 @@ def test_serve_without_the_web_extra_says_how_to_get_it(
 
 def test_a_foreign_host_header_is_refused(client: Client) -> None:
     app = client()
-    assert app.get("/api/health", headers={"Host": "evil.example"}).status_code == 400
+    refused = app.get("/api/health", headers={"Host": "evil.example:8000"})
+    assert refused.status_code == 400
+    assert "'evil.example' is not served here" in refused.json()["error"]
+    assert "127.0.0.1" in refused.json()["hint"]
+    assert app.get("/api/health", headers={"Host": "LocalHost:80"}).status_code == 200
+    assert app.get("/api/health", headers={"Host": "[::1]:8000"}).status_code == 200
 
 
 class _Gate:

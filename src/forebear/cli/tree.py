@@ -51,7 +51,9 @@ def tree_command(
         typer.Option(
             "--priors",
             help="Metadata priors (JSON/YAML): release dates, declared "
-            "bases, quantised flags; reported apart from the weights' evidence.",
+            "bases, quantised flags; reported apart from the weights' evidence. A declared "
+            "base also picks the parent (or a merge's parents) where the weights cannot; "
+            "such edges are marked.",
         ),
     ] = None,
     fmt: Annotated[TreeFormat, typer.Option("--format", "-f", help="Output format.")] = (
@@ -148,6 +150,8 @@ def _branch(console: Console, node: str, children: dict[str, list[dict[str, Any]
         mark = "?" if edge["decided_by"] == "undetermined" else ""
         share = "" if edge["weight"] is None else f", weight {edge['weight']:.2f}"
         priors = "" if edge["p_priors"] is None else f", with priors {edge['p_priors']:.2f}"
+        if edge.get("attached_by") == "priors":
+            priors += "; parent from the declared base"
         if edge["alternatives"]:
             priors += "; nearly as close: " + ", ".join(edge["alternatives"])
         console.print(f"{indent}└─ {child}  [{edge['relation']}{share}; P {edge['p_weights']:.2f}"

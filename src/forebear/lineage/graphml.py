@@ -13,7 +13,7 @@ _NS = "http://graphml.graphdrawing.org/xmlns"
 _NODE_KEYS = (("family", "int"),)
 _EDGE_KEYS = (("relation", "string"), ("log10_p", "double"), ("distance", "double"),
               ("p_weights", "double"), ("p_priors", "double"), ("decided_by", "string"),
-              ("weight", "double"), ("reasons", "string"))  # fmt: skip
+              ("attached_by", "string"), ("weight", "double"), ("reasons", "string"))  # fmt: skip
 
 
 def to_graphml(found: Lineage) -> str:
@@ -32,7 +32,8 @@ def to_graphml(found: Lineage) -> str:
         values = {
             "relation": edge.relation, "log10_p": edge.log10_p, "distance": edge.distance,
             "p_weights": edge.p_weights, "p_priors": edge.p_priors,
-            "decided_by": edge.decided_by, "weight": edge.weight,
+            "decided_by": edge.decided_by, "attached_by": edge.attached_by,
+            "weight": edge.weight,
             "reasons": "; ".join(edge.reasons),
         }  # fmt: skip
         for name, value in values.items():

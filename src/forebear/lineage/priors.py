@@ -63,6 +63,11 @@ class Priors:
     def claim(self, name: str) -> Claim | None:
         return self.claims.get(name) or self.claims.get(Path(name).name)
 
+    def declares(self, child: str, base: str) -> bool:
+        """Whether ``child``'s metadata names ``base`` among its base models."""
+        claim = self.claim(child)
+        return claim is not None and bool(_names(base) & set(claim.bases))
+
     def log_odds(self, u: str, v: str) -> float:
         """Log-odds from metadata that ``u`` is ``v``'s parent (0: no claim either way)."""
         cu, cv = self.claim(u), self.claim(v)
@@ -73,9 +78,9 @@ class Priors:
             total += _order(cu.released, cv.released, RELEASE_LOG_ODDS)
             if cu.quantized is not None and cv.quantized is not None:
                 total += _order(cu.quantized, cv.quantized, QUANTIZED_LOG_ODDS)
-        if cv is not None and _names(u) & set(cv.bases):
+        if self.declares(v, u):
             total += DECLARED_LOG_ODDS
-        if cu is not None and _names(v) & set(cu.bases):
+        if self.declares(u, v):
             total -= DECLARED_LOG_ODDS
         return total
 

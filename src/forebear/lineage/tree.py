@@ -23,7 +23,17 @@
    and ``P(u → v)`` is the weight of the roots on u's side. An edge with P inside
    [0.1, 0.9] is "undetermined". Metadata priors (``Priors``: release dates,
    declared base models, quantised flags) add log-odds in a second rooting,
-   reported beside the weights' own.
+   reported beside the weights' own;
+6. **declared bases** (priors given): where the weights cannot tell a child's
+   parent from its grandparent or a sibling — a sibling trained on the same data
+   lies between the parent and the child as much as an intermediate fine-tune
+   would (a controlled pair of the two worlds differs by 0.1 % in distance; see
+   the lineage bench) — a declared parent edge replaces the longest edge of the
+   cycle it would close when it is within ``ALTERNATIVE`` of that edge's distance
+   and no worse on coordinates and frozen tensors; and a model that declares two
+   bases and lies between them is their merge even where the weights show no
+   exact one (a merge trained further). Such edges say they were attached by the
+   priors; the weights' own tree is what the same call without priors gives.
 
 ``tree_from_index`` builds the same forest from an index's fingerprints (no
 weights: no weight-growth evidence and no decomposition; the model cards' declared
@@ -34,10 +44,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
-from itertools import combinations
+from itertools import combinations, pairwise
 from typing import Any
 
 from forebear.compare.result import Comparison
@@ -45,7 +55,7 @@ from forebear.compare.sketches import compare_sketches
 from forebear.errors import ForebearError
 from forebear.index.store import Index
 from forebear.lineage.adjacency import reparameterised, shared_parameters, structural_changes
-from forebear.lineage.decompose import Decomposition, decompose
+from forebear.lineage.decompose import MIN_WEIGHT, Decomposition, decompose
 from forebear.lineage.direction import (
     DirectionEvidence,
     ModelProfile,
@@ -54,10 +64,10 @@ from forebear.lineage.direction import (
     sketch_profile,
 )
 from forebear.lineage.graphs import Roots, components, rooted
-from forebear.lineage.priors import Priors
+from forebear.lineage.priors import DECLARED_LOG_ODDS, Priors
 from forebear.model import Model, open_model
 
-__all__ = ["Edge", "Lineage", "assemble", "build_tree", "tree_from_index"]
+__all__ = ["Edge", "Evidence", "Lineage", "assemble", "build_tree", "compared", "tree_from_index"]
 
 BETWEEN = 1.4  # (d(P1, M) + d(M, P2)) / d(P1, P2) below this: M may be their merge
 MERGE_CANDIDATES = 4  # pairs of relatives a model is decomposed on, most "between" first
@@ -84,6 +94,7 @@ class Edge:
     reasons: tuple[str, ...]
     weight: float | None = None  # a merge parent's mixture weight
     alternatives: tuple[str, ...] = ()  # other relatives within ALTERNATIVE of the distance
+    attached_by: str = "weights"  # "priors": a declared base the weights could not rule out
 
 
 @dataclass(frozen=True)
@@ -114,7 +125,7 @@ def _edge_json(edge: Edge) -> dict[str, Any]:
         "log10_p": edge.log10_p, "distance": edge.distance, "p_weights": edge.p_weights,
         "p_priors": edge.p_priors, "decided_by": edge.decided_by,
         "reasons": list(edge.reasons), "weight": edge.weight,
-        "alternatives": list(edge.alternatives),
+        "alternatives": list(edge.alternatives), "attached_by": edge.attached_by,
     }  # fmt: skip
 
 
@@ -126,15 +137,39 @@ def build_tree(
     progress: Callable[[str], None] | None = None,
 ) -> Lineage:
     """Open, profile and compare every model of ``refs``; then ``assemble``."""
+    started = time.perf_counter()
+    with compared(refs, budget=budget, progress=progress) as evidence:
+        found = evidence.assemble(priors)
+    return replace(found, seconds=time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Every pair of a set of open models compared, and their profiles: what ``assemble``
+    needs, kept so that one comparison serves several trees (with and without priors)."""
+
+    names: tuple[str, ...]
+    pairs: Mapping[tuple[str, str], Comparison]
+    profiles: Mapping[str, ModelProfile]
+    decomposer: Decomposer
+
+    def assemble(self, priors: Priors | None = None) -> Lineage:
+        return assemble(self.names, self.pairs, self.profiles, self.decomposer, priors)
+
+
+@contextmanager
+def compared(
+    refs: Sequence[str], *, budget: int = 1 << 22, progress: Callable[[str], None] | None = None
+) -> Iterator[Evidence]:
+    """Open, profile and compare every model of ``refs`` (the models stay open inside)."""
     say = progress or (lambda message: None)
     if len(set(refs)) < len(refs):
         twice = sorted({r for r in refs if refs.count(r) > 1})
         raise ForebearError(f"{twice[0]}: named more than once",
                             hint="list each model once")  # fmt: skip
-    started = time.perf_counter()
     with ExitStack() as stack:
         models = [stack.enter_context(open_model(ref)) for ref in refs]
-        names = [m.name for m in models]
+        names = tuple(m.name for m in models)
         profiles = {m.name: profile(m) for m in models}
         pairs: dict[tuple[str, str], Comparison] = {}
         for count, (a, b) in enumerate(combinations(models, 2), start=1):
@@ -146,8 +181,7 @@ def build_tree(
             given = None if base is None else by_name[base]
             return decompose(by_name[m], [by_name[p1], by_name[p2]], given, budget=budget)
 
-        found = assemble(names, pairs, profiles, decomposer, priors)
-    return replace(found, seconds=time.perf_counter() - started)
+        yield Evidence(names, pairs, profiles, decomposer)
 
 
 def tree_from_index(
@@ -260,12 +294,14 @@ def assemble(
     for family in families:
         representatives, copy_edges = _copies(family, graph, prior_odds)
         edges += copy_edges
-        merged, merge_edges, decompositions = _merges(representatives, graph, decomposer)
+        merged, merge_edges, decompositions = _merges(representatives, graph, decomposer,
+                                                      priors)  # fmt: skip
         edges += merge_edges
         merges += decompositions
         rest = [n for n in representatives if n not in merged]
         for tree in _spanning_forest(rest, graph):
-            edges += _orient(tree, rest, graph, prior_odds)
+            tree, declared = _declared_parents(tree, graph, priors)
+            edges += _orient(tree, rest, graph, prior_odds, declared)
     return Lineage(tuple(names), tuple(tuple(f) for f in families), tuple(edges), tuple(merges),
                    tuple(graph.warnings), len(pairs))  # fmt: skip
 
@@ -321,10 +357,12 @@ def _edge(u: str, v: str, graph: _Graph, p: float, p_priors: float | None,
 
 
 def _merges(nodes: list[str], graph: _Graph, decomposer: Decomposer | None,
+            priors: Priors | None = None,
             ) -> tuple[set[str], list[Edge], list[Mapping[str, Any]]]:  # fmt: skip
     """Merge nodes, their parent edges and decompositions. Two passes: the first finds which
     models are merges at all; the second seeks each one's parents among the models that are
-    not (a linear merge also lies between one parent and a sibling merge of the same two)."""
+    not (a linear merge also lies between one parent and a sibling merge of the same two).
+    Then the declared merges (``_declared_merge``)."""
     if decomposer is None:
         return set(), [], []
     fits = {m: _merge_of(m, nodes, graph, decomposer) for m in nodes}
@@ -336,7 +374,32 @@ def _merges(nodes: list[str], graph: _Graph, decomposer: Decomposer | None,
         (parents, result) = _merge_of(m, [m, *plain], graph, decomposer) or (parents, result)
         found.append({**result.to_json(), "model": m, "parents": list(parents)})
         edges += _merge_edges(m, parents, result)
-    return set(first), edges, found
+    declared = {m: _declared_merge(m, plain, graph, decomposer, priors) for m in plain}
+    for m, fit in declared.items():
+        if fit is not None:
+            (parents, result) = fit
+            found.append({**result.to_json(), "model": m, "parents": list(parents),
+                          "declared": True})  # fmt: skip
+            edges += _merge_edges(m, parents, result, declared=True)
+    return set(first) | {m for m, fit in declared.items() if fit is not None}, edges, found
+
+
+def _declared_merge(m: str, nodes: list[str], graph: _Graph, decomposer: Decomposer,
+                    priors: Priors | None,
+                    ) -> tuple[tuple[str, str], Decomposition] | None:  # fmt: skip
+    """A merge the weights cannot confirm but do not rule out: ``m`` declares two of
+    ``nodes`` as its bases, lies between them (``_between``), and its fit gives each a
+    weight of at least ``MIN_WEIGHT`` — a merge trained further looks like that, and so
+    does a model trained on both parents' data, which the weights cannot tell apart."""
+    if priors is None:
+        return None
+    bases = {n for n in nodes if n != m and priors.declares(m, n)}
+    for p1, p2 in _between(m, nodes, graph):
+        if {p1, p2} <= bases:
+            result = decomposer(m, p1, p2, _base(m, p1, p2, nodes, graph))
+            if result.best is not None and min(result.best.weights) >= MIN_WEIGHT:
+                return (p1, p2), result
+    return None
 
 
 def _merge_of(m: str, nodes: list[str], graph: _Graph, decomposer: Decomposer,
@@ -383,12 +446,24 @@ def _base(m: str, p1: str, p2: str, nodes: list[str], graph: _Graph) -> str | No
     return min(common, key=lambda n: graph.distance(n, p1) + graph.distance(n, p2))
 
 
-def _merge_edges(m: str, parents: tuple[str, str], result: Decomposition) -> list[Edge]:
+def _merge_edges(m: str, parents: tuple[str, str], result: Decomposition, *,
+                 declared: bool = False) -> list[Edge]:  # fmt: skip
     assert result.best is not None
+    pieces = zip(parents, result.distances, result.best.weights, strict=True)
+    if declared:
+        reason = (f"{m} declares {' and '.join(parents)} as its bases and lies between them; "
+                  f"the weights show no exact merge (the nearest, {result.best.method}: "
+                  f"residual {result.best.residual:.3g}, {result.verdict}): a merge trained "
+                  "further, or a model trained on both parents' data")  # fmt: skip
+        p_declared = 1.0 / (1.0 + math.exp(-DECLARED_LOG_ODDS))
+        return [
+            Edge(parent, m, "merge", None, distance, 0.5, p_declared, "priors", (reason,), weight,
+                 attached_by="priors")
+            for parent, distance, weight in pieces
+        ]  # fmt: skip
     p = _MERGE_P[result.verdict]
     reason = (f"{m} is a {result.best.method} merge ({result.verdict}, residual "
               f"{result.best.residual:.3g})")  # fmt: skip
-    pieces = zip(parents, result.distances, result.best.weights, strict=True)
     return [
         Edge(parent, m, "merge", None, distance, p, None, "weights", (reason,), weight)
         for parent, distance, weight in pieces
@@ -412,8 +487,69 @@ def _spanning_forest(nodes: list[str], graph: _Graph) -> list[list[tuple[str, st
     return list(trees.values())
 
 
+def _declared_parents(
+    tree: list[tuple[str, str]],
+    graph: _Graph,
+    priors: Priors | None,
+) -> tuple[list[tuple[str, str]], dict[frozenset[str], tuple[str, str]]]:
+    """``tree`` with declared bases let in where the weights cannot rule them out; and, per
+    edge let in, the edge it replaced. Y declares base d, not Y's neighbour: the edge Y–d
+    would close a cycle with the tree's path from Y to d, whose longest edge (by
+    ``_Graph.cost``) is the one the weights prefer it least to. When Y–d ranks no worse on
+    coordinates and frozen tensors and is within ``ALTERNATIVE`` of its distance — what a
+    spanning tree cannot tell apart — Y–d takes its place (still a tree: removing an edge of
+    the cycle and adding another keeps one path between any two models)."""  # fmt: skip
+    if priors is None:
+        return tree, {}
+    edges = {frozenset(e) for e in tree}
+    moved: dict[frozenset[str], tuple[str, str]] = {}
+    nodes = sorted({n for e in tree for n in e})
+    for node in nodes:
+        bases = [n for n in nodes if n != node and priors.declares(node, n)]
+        for base in sorted(bases, key=lambda n: graph.distance(n, node)):
+            if frozenset((node, base)) in edges:
+                break  # already its neighbour
+            path = _path(edges, node, base)
+            u, v = max(pairwise(path), key=lambda e: graph.cost(*e))
+            if (graph.derived(base, node)
+                    and graph.distance(base, node) <= ALTERNATIVE * graph.distance(u, v)
+                    and graph.cost(base, node)[:3] <= graph.cost(u, v)[:3]):  # fmt: skip
+                edges.remove(frozenset((u, v)))
+                moved.pop(frozenset((u, v)), None)
+                edges.add(frozenset((node, base)))
+                moved[frozenset((node, base))] = (u, v)
+                break
+    if not moved:
+        return tree, moved
+    kept = [(u, v) for u, v in tree if frozenset((u, v)) in edges]
+    added = [(u, v) for u, v in (sorted(e) for e in edges) if frozenset((u, v)) in moved]
+    return kept + added, moved
+
+
+def _path(edges: set[frozenset[str]], start: str, goal: str) -> list[str]:
+    """The nodes from ``start`` to ``goal`` along the tree ``edges``."""
+    neighbours: dict[str, list[str]] = {}
+    for u, v in (tuple(e) for e in edges):
+        neighbours.setdefault(u, []).append(v)
+        neighbours.setdefault(v, []).append(u)
+    came: dict[str, str] = {start: start}
+    frontier = [start]
+    while frontier and goal not in came:
+        node = frontier.pop()
+        for other in neighbours.get(node, ()):
+            if other not in came:
+                came[other] = node
+                frontier.append(other)
+    path = [goal]
+    while path[-1] != start:
+        path.append(came[path[-1]])
+    return path[::-1]
+
+
 def _orient(tree: list[tuple[str, str]], nodes: Sequence[str], graph: _Graph,
-            prior_odds: PriorOdds | None) -> list[Edge]:  # fmt: skip
+            prior_odds: PriorOdds | None,
+            declared: Mapping[frozenset[str], tuple[str, str]] | None = None,
+            ) -> list[Edge]:  # fmt: skip
     evidence = {(u, v): graph.direction(u, v) for u, v in tree}
     odds = {k: e.log_odds for k, e in evidence.items()}
     p_weights = rooted(tree, odds)
@@ -424,7 +560,17 @@ def _orient(tree: list[tuple[str, str]], nodes: Sequence[str], graph: _Graph,
     for u, v in tree:
         with_priors = None if p_priors is None else p_priors[(u, v)]
         edge = _edge(u, v, graph, p_weights[(u, v)], with_priors, evidence[(u, v)].reasons)
-        edges.append(replace(edge, alternatives=_alternatives(edge, nodes, graph)))
+        edge = replace(edge, alternatives=_alternatives(edge, nodes, graph))
+        instead = (declared or {}).get(frozenset((u, v)))
+        if instead is not None:
+            why = (f"attached by the declared base: the weights linked {instead[0]} and "
+                   f"{instead[1]} instead (distance {graph.distance(*instead):.4g}); this "
+                   f"edge's {edge.distance:.4g} is within {ALTERNATIVE:g} × that")  # fmt: skip
+            beside = {*instead} & {u, v}  # the weights' neighbour of the moved model, if cut
+            others = {*instead} - beside if beside else set()
+            edge = replace(edge, attached_by="priors", reasons=(*edge.reasons, why),
+                           alternatives=tuple(sorted({*edge.alternatives, *others})))  # fmt: skip
+        edges.append(edge)
     return edges
 
 

@@ -22,7 +22,7 @@ STYLES = {
 }
 LEGEND = (
     ("weights", "direction from the weights"),
-    ("priors", "direction from the priors"),
+    ("priors", "direction or parent from the priors"),
     ("undetermined", "direction undetermined"),
     ("merge", "merge parent"),
 )

@@ -102,16 +102,27 @@ def _headline(result: Lineage) -> str:
 def _facts(result: Lineage) -> tuple[str, ...]:
     facts = [f"{result.comparisons} pairs compared in {result.seconds:.1f} s"]
     facts += [f"warning: {w}" for w in result.warnings]
+    declared = {
+        e.child for e in result.edges if e.relation == "merge" and e.attached_by == "priors"
+    }
     for child in sorted(_merged(result)):
         parents = " and ".join(result.parents(child))
-        facts.append(f"{child} is a merge of {parents}")
+        if child in declared:
+            facts.append(f"{child} is declared a merge of {parents} (metadata; the weights "
+                         "do not rule it out)")  # fmt: skip
+        else:
+            facts.append(f"{child} is a merge of {parents}")
+    moved = [e for e in result.edges if e.attached_by == "priors" and e.relation != "merge"]
+    for edge in moved:
+        facts.append(f"{edge.child} is placed under {edge.parent} by its declared base (the "
+                     "weights cannot tell the parent apart)")  # fmt: skip
     return tuple(facts)
 
 
 def _style(edge: Edge) -> EdgeStyle:
     if edge.relation == "merge":
         return "merge"
-    if edge.decided_by == "priors":
+    if edge.decided_by == "priors" or edge.attached_by == "priors":
         return "priors"
     return "undetermined" if edge.decided_by == "undetermined" else "weights"
 
@@ -123,6 +134,9 @@ def _forest_edge(edge: Edge) -> ForestEdge:
     note = f"{edge.parent} → {edge.child}: {edge.relation}; {label}"
     if edge.p_priors is not None:
         note += f"; with priors {edge.p_priors:.2f}"
+    if edge.attached_by == "priors":
+        note += "; parent from the declared base (the weights cannot tell it from "
+        note += ", ".join(edge.alternatives) + ")"
     return ForestEdge(edge.parent, edge.child, label, _style(edge), note)
 
 
@@ -135,7 +149,7 @@ def _edges(result: Lineage) -> Table:
             "–" if e.log10_p is None else f"{e.log10_p:.1f}",
             f"{e.p_weights:.2f}",
             "–" if e.p_priors is None else f"{e.p_priors:.2f}",
-            e.decided_by,
+            e.decided_by + ("; parent from priors" if e.attached_by == "priors" else ""),
             ", ".join(e.alternatives) or "–",
         )
         for e in result.edges

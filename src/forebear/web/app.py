@@ -22,7 +22,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from forebear import __version__
 from forebear.errors import CorruptCheckpointError, ForebearError, InputNotFoundError
@@ -87,7 +86,6 @@ def create_app(settings: WebSettings) -> FastAPI:
     app.state.forebear = state
     _install_errors(app)
     app.middleware("http")(_guard(settings))
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.hosts))
     from forebear.web.api import router as api_router
     from forebear.web.pages import router as pages_router
 
@@ -112,6 +110,12 @@ def _guard(settings: WebSettings) -> Callable[[Request, Handler], Awaitable[Resp
 
     async def guard(request: Request, call_next: Handler) -> Response:
         path = request.url.path
+        host = _host_name(request.headers.get("host", ""))
+        if not _host_ok(host, settings.hosts):
+            return error_response(ForebearError(
+                f"Host {host or '(none)'!r} is not served here (against DNS rebinding)",
+                hint=f"open the app by one of these names: {', '.join(settings.hosts)}",
+            ))  # fmt: skip
         offered = request.query_params.get("token")
         if settings.token and not path.startswith(OPEN_PATHS):
             given = _bearer(request) or request.cookies.get(COOKIE) or offered
@@ -131,6 +135,26 @@ def _guard(settings: WebSettings) -> Callable[[Request, Handler], Awaitable[Resp
         return response
 
     return guard
+
+
+def _host_name(header: str) -> str:
+    """The host of a Host header, without the port ("[::1]:8000" -> "::1")."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.split(":", 1)[0]
+
+
+def _host_ok(host: str, allowed: tuple[str, ...]) -> bool:
+    """Whether the Host header names a host this server answers ("*" and "*.suffix" match
+    as in Starlette's TrustedHostMiddleware, which this replaces to keep the JSON errors)."""
+    for pattern in allowed:
+        pattern = pattern.lower()
+        if pattern == "*" or host == pattern:
+            return True
+        if pattern.startswith("*.") and host.endswith(pattern[1:]):
+            return True
+    return False
 
 
 def _bearer(request: Request) -> str | None:

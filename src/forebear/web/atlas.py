@@ -67,7 +67,7 @@ def _node(label: str, record: IndexRecord | None, family: int,
 
 def _edge(edge: dict[str, Any]) -> dict[str, Any]:
     keep = ("parent", "child", "relation", "log10_p", "distance", "p_weights", "p_priors",
-            "decided_by", "reasons", "weight", "alternatives")  # fmt: skip
+            "decided_by", "attached_by", "reasons", "weight", "alternatives")  # fmt: skip
     return {key: edge[key] for key in keep}
 
 

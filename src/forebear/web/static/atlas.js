@@ -119,6 +119,7 @@ function showEdge(edge) {
   row(list, "P(direction), weights", edge.p_weights.toFixed(2));
   row(list, "P(direction), with priors", edge.p_priors === null ? null : edge.p_priors.toFixed(2));
   row(list, "decided by", edge.decided_by);
+  if (edge.attached_by === "priors") row(list, "parent from", "the declared base (weights alike)");
   if (edge.weight !== null) row(list, "merge weight", edge.weight.toFixed(2));
   if (edge.alternatives.length) row(list, "also close", edge.alternatives.map(name).join(", "));
   const reasons = el("ul");
