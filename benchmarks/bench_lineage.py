@@ -13,8 +13,9 @@
    look alike in both, no method reading weights can place it.
 2. ``forebear decompose`` of each zoo merge on its true parents with llama-a as the base: the
    recovered method and weights against the recipe (goal ±0.03), the residual (an exact merge
-   against the one trained further); and of a DARE merge of the zoo's two fine-tunes that
-   the bench makes itself (density 0.3, weights 0.6 / 0.4; the zoo holds none).
+   against the one trained further); and of a DARE and a DARE-TIES merge of the zoo's two
+   fine-tunes that the bench makes itself (density 0.3, weights 0.6 / 0.4; the zoo holds
+   neither).
 
 Writes benchmarks/results/lineage.json and lineage.md. Usage:
     python benchmarks/bench_lineage.py [--zoo benchmarks/.work/zoo-full]
@@ -44,7 +45,7 @@ from forebear.zoo.build import run_build
 from forebear.zoo.folders import load_folder, save_folder
 from forebear.zoo.manifest import load_manifest
 from forebear.zoo.profiles import profile_specs
-from forebear.zoo.transforms.merges import merge_dare
+from forebear.zoo.transforms.merges import merge_dare, merge_dare_ties
 
 ROOT = Path(__file__).resolve().parent
 GOAL_WEIGHTS = 0.03
@@ -57,8 +58,13 @@ MERGES: dict[str, Recipe] = {
     "llama-a-merge-ft": ("linear, then trained", lambda p: tuple(p["weights"])),
 }
 DARE = {"density": 0.3, "weights": [0.6, 0.4]}
+MADE: dict[str, tuple[Callable[..., Any], str]] = {  # merges the bench makes: transform, folder
+    "llama-a-merge-dare (made by the bench)": (merge_dare, "llama-a-merge-dare"),
+    "llama-a-merge-dare-ties (made by the bench)": (merge_dare_ties, "llama-a-merge-dare-ties"),
+}
 DARE_RECIPE: dict[str, Recipe] = {
     "llama-a-merge-dare (made by the bench)": ("dare", lambda p: tuple(p["weights"])),
+    "llama-a-merge-dare-ties (made by the bench)": ("dare_ties", lambda p: tuple(p["weights"])),
 }
 
 
@@ -195,23 +201,27 @@ def _scores(edges: list[dict[str, Any]], truth: set[tuple[str, str]], family: di
     }  # fmt: skip
 
 
-def _dare(zoo: Path, folder: Path) -> Path:
-    """A DARE merge of the zoo's two fine-tunes, made here: the zoo holds none (adding one
-    would change every pair of the full zoo's committed results)."""
+def _made(zoo: Path, folder: Path) -> dict[str, Path]:
+    """The DARE and DARE-TIES merges of the zoo's two fine-tunes (``DARE``'s density and
+    weights), made here: the zoo holds none (adding one would change every pair of the full
+    zoo's committed results)."""
     manifest = load_manifest(zoo)
     (ft, config, tokenizer), (ft2, _, _), (base, _, _) = (
         load_folder(manifest.model_path(n)) for n in ("llama-a-ft", "llama-a-ft2", "llama-a")
     )
-    made = merge_dare([ft, ft2], [config, config], base=base, rng=np.random.default_rng(7),
-                      **DARE)  # fmt: skip
-    return save_folder(folder / "llama-a-merge-dare", made.state, made.config, tokenizer)
+    found = {}
+    for name, (transform, where) in MADE.items():
+        made = transform([ft, ft2], [config, config], base=base, rng=np.random.default_rng(7),
+                         **DARE)  # fmt: skip
+        found[name] = save_folder(folder / where, made.state, made.config, tokenizer)
+    return found
 
 
 def merges(zoo: Path) -> list[dict[str, Any]]:
     manifest = load_manifest(zoo)
     rows = []
     work = Path(tempfile.mkdtemp(prefix="bench-lineage-"))
-    extra = {"llama-a-merge-dare (made by the bench)": _dare(zoo, work)}
+    extra = _made(zoo, work)
     for name, (method, expected) in {**MERGES, **DARE_RECIPE}.items():
         parents = ("llama-a-ft", "llama-a-ft2")
         if name in manifest.models:
@@ -311,8 +321,8 @@ def to_markdown(report: dict[str, Any]) -> str:
                      f"{params} | {weights} ({true}) | {error} | {residual} |")  # fmt: skip
     exact = [r for r in report["merges"] if r["recipe"] != "linear, then trained"]
     within = all(r["weight_error"] is not None and r["weight_error"] <= GOAL_WEIGHTS for r in exact)
-    lines += ["", f"- goal: weights within ±{GOAL_WEIGHTS} for linear / SLERP / TIES / DARE: "
-              f"{'met' if within else '**not met**'}"]  # fmt: skip
+    lines += ["", f"- goal: weights within ±{GOAL_WEIGHTS} for linear / SLERP / TIES / DARE / "
+              f"DARE-TIES: {'met' if within else '**not met**'}"]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -27,7 +27,13 @@ from forebear.lineage.tree import build_tree
 from forebear.model import open_model
 from forebear.zoo.build import ZooBuild
 from forebear.zoo.folders import load_folder, save_folder
-from forebear.zoo.transforms.merges import merge_dare, merge_linear, merge_slerp, merge_ties
+from forebear.zoo.transforms.merges import (
+    merge_dare,
+    merge_dare_ties,
+    merge_linear,
+    merge_slerp,
+    merge_ties,
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +63,14 @@ def merged(zoo: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory
             weights=[0.6, 0.4],
             rng=np.random.default_rng(7),
         ),
+        "dare_ties": merge_dare_ties(
+            [ft, ft2],
+            [config, config],
+            base=base,
+            density=0.3,
+            weights=[1.0, 3.0],  # only their ratio matters: 0.25 / 0.75
+            rng=np.random.default_rng(7),
+        ),
     }
     rng = np.random.default_rng(3)
     changed = {k: v + 0.15 * np.abs(ft[k] - ft2[k]).mean() * rng.standard_normal(v.shape)
@@ -79,7 +93,8 @@ def _decompose(paths: list[Path], base: Path | None = None) -> Any:
 @pytest.mark.parametrize(
     ("name", "method", "weights"),
     [("linear", "linear", (0.7, 0.3)), ("slerp", "slerp", (0.6, 0.4)),
-     ("ties", "ties", (0.5, 0.5)), ("dare", "dare", (0.6, 0.4))],
+     ("ties", "ties", (0.5, 0.5)), ("dare", "dare", (0.6, 0.4)),
+     ("dare_ties", "dare_ties", (0.25, 0.75))],
 )  # fmt: skip
 def test_decompose_recovers_the_recipe(
     zoo: Callable[[str], Path], merged: Callable[[str], Path], name: str, method: str,
@@ -92,7 +107,7 @@ def test_decompose_recovers_the_recipe(
     if method == "ties":
         assert found.best.params["density"] == pytest.approx(0.5, abs=0.03)
         assert found.best.params["lambda"] == pytest.approx(1.0, abs=0.03)
-    if method == "dare":
+    if method in ("dare", "dare_ties"):
         assert found.best.params["density"] == pytest.approx(0.3, abs=0.03)
     config = found.mergekit()
     assert config is not None

@@ -11,7 +11,14 @@ import torch
 from factories import make_hf_model
 from forebear.errors import ArchitectureError
 from forebear.zoo.transforms.base import REGISTRY
-from forebear.zoo.transforms.merges import merge_linear, merge_slerp, merge_ties, slerp, ties
+from forebear.zoo.transforms.merges import (
+    merge_dare_ties,
+    merge_linear,
+    merge_slerp,
+    merge_ties,
+    slerp,
+    ties,
+)
 
 torch.set_num_threads(1)
 
@@ -26,6 +33,7 @@ def test_merges_are_registered_under_their_manifest_names() -> None:
     assert REGISTRY["merge_linear"] is merge_linear
     assert REGISTRY["merge_slerp"] is merge_slerp
     assert REGISTRY["merge_ties"] is merge_ties
+    assert REGISTRY["merge_dare_ties"] is merge_dare_ties
 
 
 # ---------------------------------------------------------------- linear
@@ -138,12 +146,36 @@ def test_merge_ties_adds_the_scaled_merged_task_vector_to_the_base() -> None:
         merge_ties([a, b], [CONFIG, CONFIG], base=base, density=0.0)
 
 
+def test_dare_ties_elects_a_sign_and_divides_by_the_agreeing_weights() -> None:
+    """Density 1 keeps every value, so only the vote and the normalisation act: weights 1
+    and 3; per value the sign of 1·a + 3·b wins, the agreeing weighted values are summed and
+    divided by their weights' sum (mergekit's dare_ties with normalize)."""
+    base = _state(w=[0.0, 0.0, 0.0, 0.0])
+    a = _state(w=[2.0, 2.0, -1.0, 0.0])
+    b = _state(w=[4.0, -1.0, 1.0, 0.0])
+    derived = merge_dare_ties([a, b], [CONFIG, CONFIG], base=base, density=1.0,
+                              weights=[1.0, 3.0])  # fmt: skip
+    # [both +: (2 + 12) / 4, vote 2 − 3 < 0: b alone, vote −1 + 3 > 0: b alone, none]
+    np.testing.assert_allclose(derived.state["w"], [3.5, -1.0, 1.0, 0.0])
+    halved = merge_dare_ties([a, b], [CONFIG, CONFIG], base=base, density=0.5,
+                             weights=[1.0, 3.0], rng=np.random.default_rng(0))  # fmt: skip
+    kept = set(np.round(halved.state["w"], 6).tolist())
+    assert kept <= {7.0, 4.0, 8.0, -2.0, 2.0, 0.0}  # every value: a kept set's outcome
+    with pytest.raises(ValueError, match="positive weights"):
+        merge_dare_ties([a, b], [CONFIG, CONFIG], base=base, weights=[1.0, 0.0])
+
+
 # ---------------------------------------------------------------- real models
 
 
 @pytest.mark.parametrize(
     ("name", "params"),
-    [("merge_linear", {}), ("merge_slerp", {"t": 0.3}), ("merge_ties", {"density": 0.3})],
+    [
+        ("merge_linear", {}),
+        ("merge_slerp", {"t": 0.3}),
+        ("merge_ties", {"density": 0.3}),
+        ("merge_dare_ties", {"density": 0.3}),
+    ],
 )
 def test_merged_llamas_load_into_transformers(name: str, params: dict[str, Any]) -> None:
     import transformers

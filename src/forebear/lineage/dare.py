@@ -13,6 +13,15 @@ zero; ``w_i = c_i · density``.
 Choosing a kept set per value is a free choice, so any model is fitted better than
 by task arithmetic: only a residual within storage rounding (an exact merge) says
 DARE; ``decompose`` accepts this fit on no other terms.
+
+**DARE-TIES** (mergekit's ``dare_ties``, normalised; two parents, ``fit_dare_ties``):
+after the same random drop and rescale, each value's sign is elected from the
+weighted sum, and the agreeing weighted values are divided by their weights' sum.
+So a value is 0, ``d_1 / density``, ``d_2 / density`` (one kept, or one outvoted),
+or ``(α d_1 + (1 − α) d_2) / density`` with ``α = w_1 / (w_1 + w_2)`` (both kept,
+same sign) — and never a sum of opposite signs, which tells it from ``dare_linear``.
+``1 / density`` is the most common ratio ``(M − B) / d_i``, α the most common
+solution of the last form on the values left; only the weights' ratio is defined.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import numpy as np
 
 from forebear.formats.base import Array
 
-__all__ = ["fit_dare"]
+__all__ = ["fit_dare", "fit_dare_ties"]
 
 _FIT_VALUES = 1 << 16  # values the alternation runs on (evenly spaced over the sample)
 _ROUNDS = 25
@@ -66,3 +75,50 @@ def _assign(target: Array, deltas: Array, coefficients: Array, subsets: Array) -
     sums = subsets @ (coefficients[:, None] * deltas)  # (2^k, n)
     found: Array = np.argmin((sums - target[None, :]) ** 2, axis=0)
     return found
+
+
+def fit_dare_ties(m: Array, ps: list[Array], b: Array
+                  ) -> tuple[tuple[float, ...], dict[str, float], float] | None:  # fmt: skip
+    """DARE-TIES weights (summing to 1), {density} and the residual norm for two parents;
+    None when the values show no common ratio to read the density from."""
+    if len(ps) != 2:
+        return None
+    target, d1, d2 = m - b, ps[0] - b, ps[1] - b
+    ratios = np.concatenate([_ratios(target, d1), _ratios(target, d2)])
+    scale = _mode(np.log(ratios[ratios > 0])) if ratios.size else None
+    if scale is None:
+        return None
+    inverse = float(np.exp(scale))  # 1 / density
+    both = (np.sign(d1) == np.sign(d2)) & (d1 != d2) & (d1 != 0)
+    alone = np.minimum(np.abs(target - inverse * d1), np.abs(target - inverse * d2))
+    rest = both & (alone > 1e-6 * np.abs(target)) & (target != 0)
+    alphas = (target[rest] / inverse - d2[rest]) / (d1[rest] - d2[rest])
+    alpha = _mode(alphas[(alphas > 0) & (alphas < 1)]) if rest.any() else None
+    if alpha is None:
+        alpha = 0.5
+    mixed = np.where(both, inverse * (alpha * d1 + (1.0 - alpha) * d2), np.inf)
+    fits = np.stack([np.zeros_like(target), inverse * d1, inverse * d2, mixed])
+    residual = np.min(np.abs(fits - target[None, :]), axis=0)
+    weights = (float(alpha), float(1.0 - alpha))
+    return weights, {"density": 1.0 / inverse}, float(np.linalg.norm(residual))
+
+
+def _ratios(target: Array, delta: Array) -> Array:
+    usable = (np.abs(delta) > 0) & (np.abs(target) > 0)
+    found: Array = target[usable] / delta[usable]
+    return found
+
+
+def _mode(values: Array, width: float = 1e-4) -> float | None:
+    """The centre of the most crowded bin of ``width`` among ``values`` (None when no bin
+    holds 1 % of them: no common value)."""
+    finite = values[np.isfinite(values)]
+    if finite.size < 16:
+        return None
+    bins = np.round(finite / width).astype(np.int64)
+    labels, counts = np.unique(bins, return_counts=True)
+    top = int(np.argmax(counts))
+    if counts[top] < 0.01 * finite.size:
+        return None
+    chosen = finite[np.abs(bins - labels[top]) <= 1]
+    return float(np.median(chosen))

@@ -16,7 +16,8 @@ to a row sample every model shares (``sample.shared_sample``):
   finer grid around the best), λ in closed form;
 - **DARE** (with ``base``; ``lineage.dare``): the kept values of each task vector
   and the weights, by alternation; accepted only as an exact merge (choosing a kept
-  set per value fits anything somewhat).
+  set per value fits anything somewhat). **DARE-TIES** (two parents): density and
+  the weights' ratio from the values' most common ratios; exact or nothing too.
 
 Each fit's **residual** is ``ρ = ‖M − fit‖ / min_i ‖M − P_i‖`` on the sample. An
 exact merge leaves only storage rounding (its floor is estimated from M's stored
@@ -51,7 +52,7 @@ import numpy as np
 
 from forebear.errors import ForebearError
 from forebear.formats.base import Array
-from forebear.lineage.dare import fit_dare
+from forebear.lineage.dare import fit_dare, fit_dare_ties
 from forebear.lineage.sample import SharedSample, TensorSample, shared_sample, unit_roundoff
 from forebear.lineage.ties import fit_ties
 from forebear.model import Model
@@ -69,7 +70,7 @@ EXACT_RESIDUAL = 0.02  # at least this much is allowed for an exact merge's roun
 MIN_WEIGHT = 0.05  # every parent's weight (λ) at least this, and linear / SLERP at most 1 − it
 LAYER_SPREAD = 0.03  # per-layer weights that spread more than this "vary by layer"
 _SIMPLER_BY = 1.1  # a simpler method wins unless a richer one's residual is this much smaller
-_ORDER = ("linear", "slerp", "task arithmetic", "ties", "dare")
+_ORDER = ("linear", "slerp", "task arithmetic", "ties", "dare", "dare_ties")
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class LayerWeights:
 
 @dataclass(frozen=True)
 class MergeFit:
-    method: str  # "linear", "slerp", "task arithmetic", "ties"
+    method: str  # "linear", "slerp", "task arithmetic", "ties", "dare", "dare_ties"
     weights: tuple[float, ...]  # per parent: w_i; SLERP (1 − t, t); task arithmetic λ_i
     params: Mapping[str, float]  # t, density, lambda
     residual: float  # ρ, see the module docstring
@@ -200,6 +201,9 @@ def decompose_sample(
         dare_weights, params, residual = fit_dare(m, ps, b)
         if residual / max(scale, 1e-300) <= exact:  # a free choice per value: exact or nothing
             fits.append(MergeFit("dare", dare_weights, params, residual / max(scale, 1e-300)))
+        voted = fit_dare_ties(m, ps, b)
+        if voted is not None and voted[2] / max(scale, 1e-300) <= exact:  # the same terms
+            fits.append(MergeFit("dare_ties", voted[0], voted[1], voted[2] / max(scale, 1e-300)))
     fits.sort(key=lambda f: f.residual)
     best = _simplest(fits)
     verdict = _verdict(best, exact)
@@ -390,6 +394,11 @@ def _mergekit(best: MergeFit, parents: tuple[str, ...], base: str | None) -> dic
         models = [{"model": p, "parameters": {"weight": weight(i)}} for i, p in enumerate(parents)]
         return {"merge_method": "task_arithmetic", "base_model": base, "models": models}
     density = round(best.params["density"], 3)
+    if best.method == "dare_ties":
+        models = [{"model": p, "parameters": {"weight": weight(i), "density": density}}
+                  for i, p in enumerate(parents)]  # fmt: skip
+        return {"merge_method": "dare_ties", "base_model": base, "models": models,
+                "parameters": {"normalize": True}}  # fmt: skip
     if best.method == "dare":
         models = [{"model": p, "parameters": {"weight": weight(i), "density": density}}
                   for i, p in enumerate(parents)]  # fmt: skip

@@ -263,3 +263,46 @@ def merge_dare(
     merged = _merge_each(states, combine)
     params_out = {"density": float(density), "weights": chosen}
     return _derived(merged, configs, "merge_dare", params_out, len(states))
+
+
+@register("merge_dare_ties")
+def merge_dare_ties(
+    states: Sequence[State],
+    configs: Sequence[Mapping[str, Any]],
+    *,
+    base: State | None = None,
+    rng: np.random.Generator | None = None,
+    density: float = 0.5,
+    weights: Sequence[float] | None = None,
+) -> Derived:
+    """mergekit's ``dare_ties`` (normalised): each task vector's values kept at random with
+    probability ``density`` and rescaled by ``1 / density``, weighted; per value the sign of
+    the weighted sum is elected, and the agreeing weighted values are summed and divided by
+    their weights' sum."""
+    if base is None:
+        raise ValueError("DARE-TIES merges task vectors: pass the common base as base=")
+    _check_compatible(states, base, 2)
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density must lie in (0, 1], got {density}")
+    chosen = [1.0 / len(states)] * len(states) if weights is None else [float(w) for w in weights]
+    if len(chosen) != len(states) or not all(np.isfinite(chosen)) or min(chosen) <= 0:
+        raise ValueError(f"{len(chosen)} positive weights for {len(states)} models: {chosen}")
+    draw = rng if rng is not None else np.random.default_rng(0)
+
+    def combine(arrays: list[Array], name: str) -> Array:
+        origin = np.asarray(base[name], dtype=np.float64)
+        weighted = np.stack([
+            w * np.where(draw.random(array.shape) < density, array - origin, 0.0) / density
+            for w, array in zip(chosen, arrays, strict=True)
+        ])  # fmt: skip
+        elected = np.where(weighted.sum(axis=0) >= 0, 1.0, -1.0)
+        agree = np.sign(weighted) == elected
+        share = np.array(chosen).reshape((-1,) + (1,) * (weighted.ndim - 1))
+        divisor = np.where(agree, share, 0.0).sum(axis=0)
+        total = np.where(agree, weighted, 0.0).sum(axis=0)
+        mixed: Array = origin + total / np.where(divisor == 0, 1.0, divisor)
+        return mixed
+
+    merged = _merge_each(states, combine)
+    params_out = {"density": float(density), "weights": chosen}
+    return _derived(merged, configs, "merge_dare_ties", params_out, len(states))
