@@ -21,7 +21,7 @@ from forebear.cli import app, main
 from forebear.errors import ForebearError
 from forebear.lineage import decompose
 from forebear.lineage.graphml import to_graphml
-from forebear.lineage.graphs import rooted
+from forebear.lineage.graphs import rooted, tree_path
 from forebear.lineage.priors import Priors, load_priors
 from forebear.lineage.tree import build_tree
 from forebear.model import open_model
@@ -176,6 +176,12 @@ def test_rooting_turns_log_odds_into_direction_probabilities() -> None:
     star = rooted([("h", "x"), ("h", "y"), ("h", "z")], {("h", "x"): 3.0, ("h", "y"): 3.0,
                                                             ("h", "z"): -3.0})  # fmt: skip
     assert star[("h", "x")] > 0.9 and star[("h", "z")] < 0.1
+
+
+def test_the_path_between_two_nodes_of_a_tree() -> None:
+    edges = {frozenset(e) for e in [("a", "b"), ("b", "c"), ("b", "d"), ("d", "e")]}
+    assert tree_path(edges, "c", "e") == ["c", "b", "d", "e"]
+    assert tree_path(edges, "a", "a") == ["a"]
 
 
 def test_priors_files_are_checked_and_cycles_ignored(tmp_path: Path) -> None:

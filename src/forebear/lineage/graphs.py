@@ -1,16 +1,17 @@
 """Graph algorithms over model names, knowing nothing of models: union-find
-(``Roots``, ``components``) and the rooting of an undirected tree into direction
-probabilities (``rooted``). ``tree`` uses them for families, copy clusters,
-Kruskal's spanning forest and edge direction.
+(``Roots``, ``components``), the rooting of an undirected tree into direction
+probabilities (``rooted``) and the path between two nodes of a tree
+(``tree_path``). ``tree`` uses them for families, copy clusters, Kruskal's
+spanning forest, edge direction and the cycles a declared base would close.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from itertools import combinations
 
-__all__ = ["Roots", "components", "rooted"]
+__all__ = ["Roots", "components", "rooted", "tree_path"]
 
 
 class Roots:
@@ -78,3 +79,23 @@ def rooted(tree: list[tuple[str, str]], odds: Mapping[tuple[str, str], float],
         else:
             found[(u, v)] = below[u] / total
     return found
+
+
+def tree_path(edges: Collection[frozenset[str]], start: str, goal: str) -> list[str]:
+    """The nodes from ``start`` to ``goal`` along the tree ``edges``."""
+    neighbours: dict[str, list[str]] = {}
+    for u, v in (tuple(e) for e in edges):
+        neighbours.setdefault(u, []).append(v)
+        neighbours.setdefault(v, []).append(u)
+    came: dict[str, str] = {start: start}
+    frontier = [start]
+    while frontier and goal not in came:
+        node = frontier.pop()
+        for other in neighbours.get(node, ()):
+            if other not in came:
+                came[other] = node
+                frontier.append(other)
+    path = [goal]
+    while path[-1] != start:
+        path.append(came[path[-1]])
+    return path[::-1]

@@ -63,7 +63,7 @@ from forebear.lineage.direction import (
     profile,
     sketch_profile,
 )
-from forebear.lineage.graphs import Roots, components, rooted
+from forebear.lineage.graphs import Roots, components, rooted, tree_path
 from forebear.lineage.priors import DECLARED_LOG_ODDS, Priors
 from forebear.model import Model, open_model
 
@@ -509,7 +509,7 @@ def _declared_parents(
         for base in sorted(bases, key=lambda n: graph.distance(n, node)):
             if frozenset((node, base)) in edges:
                 break  # already its neighbour
-            path = _path(edges, node, base)
+            path = tree_path(edges, node, base)
             u, v = max(pairwise(path), key=lambda e: graph.cost(*e))
             if (graph.derived(base, node)
                     and graph.distance(base, node) <= ALTERNATIVE * graph.distance(u, v)
@@ -524,26 +524,6 @@ def _declared_parents(
     kept = [(u, v) for u, v in tree if frozenset((u, v)) in edges]
     added = [(u, v) for u, v in (sorted(e) for e in edges) if frozenset((u, v)) in moved]
     return kept + added, moved
-
-
-def _path(edges: set[frozenset[str]], start: str, goal: str) -> list[str]:
-    """The nodes from ``start`` to ``goal`` along the tree ``edges``."""
-    neighbours: dict[str, list[str]] = {}
-    for u, v in (tuple(e) for e in edges):
-        neighbours.setdefault(u, []).append(v)
-        neighbours.setdefault(v, []).append(u)
-    came: dict[str, str] = {start: start}
-    frontier = [start]
-    while frontier and goal not in came:
-        node = frontier.pop()
-        for other in neighbours.get(node, ()):
-            if other not in came:
-                came[other] = node
-                frontier.append(other)
-    path = [goal]
-    while path[-1] != start:
-        path.append(came[path[-1]])
-    return path[::-1]
 
 
 def _orient(tree: list[tuple[str, str]], nodes: Sequence[str], graph: _Graph,
