@@ -256,10 +256,42 @@ def test_jobs_run_concurrently_and_a_full_queue_is_refused(
         time.sleep(0.02)
     assert app.get(f"/api/jobs/{jobs[2]['id']}").json()["status"] == "queued"
     assert app.delete(f"/api/jobs/{jobs[2]['id']}").json()["status"] == "cancelled"
-    _error(app.delete(f"/api/jobs/{jobs[0]['id']}"), 409)  # running: it finishes
     gate.release.set()
     assert [_finished(app, j)["status"] for j in jobs] == ["done", "done", "cancelled"]
+    _error(app.delete(f"/api/jobs/{jobs[0]['id']}"), 409)  # ended: nothing to cancel
     assert app.post("/api/compare", json=body).status_code == 202  # room again
+
+
+def test_a_running_job_stops_at_its_next_progress_step(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelling a running job makes its next progress message raise inside the work; the
+    work's own cleanup runs (``finally`` here, ``with`` in the library) and the job ends
+    "cancelled", with no report."""
+    started, cleaned = threading.Event(), threading.Event()
+
+    def slow(*args: object, **kwargs: object) -> Callable[[str, Progress], JobOutcome]:
+        def work(job_id: str, say: Progress) -> JobOutcome:
+            try:
+                for step in range(3000):
+                    say(f"layer {step}")
+                    started.set()
+                    time.sleep(0.01)
+                return JobOutcome(report=None, summary={"verdict": "ran to the end"})
+            finally:
+                cleaned.set()
+
+        return work
+
+    monkeypatch.setattr("forebear.web.api.compare_work", slow)
+    app = client()
+    job = app.post("/api/compare", json={"a": "llama-safetensors", "b": "suspect-finetuned"})
+    assert started.wait(10)
+    asked = app.delete(f"/api/jobs/{job.json()['id']}").json()
+    assert asked["status"] in ("running", "cancelled")
+    ended = _finished(app, job.json())
+    assert ended["status"] == "cancelled" and ended["report"] is None and cleaned.is_set()
+    assert not ended["stopping"] and len(ended["progress"]) < 3000
 
 
 def test_two_real_comparisons_at_once(client: Client) -> None:

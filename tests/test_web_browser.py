@@ -118,6 +118,32 @@ def test_two_mini_zoo_models_compared_from_the_page(page: Any, zoo_models: Path)
     page.locator("#job-verdict", has_text="independent").wait_for(state="visible")
 
 
+def test_a_running_job_is_cancelled_from_the_page(
+    page: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    def slow(*args: object, **kwargs: object) -> Any:
+        def work(job_id: str, say: Any) -> Any:
+            for step in range(3000):  # stops at the say() after the click
+                say(f"layer {step}")
+                time.sleep(0.01)
+            raise AssertionError("ran to the end")
+
+        return work
+
+    monkeypatch.setattr("forebear.web.api.compare_work", slow)
+    page.goto("/")
+    page.fill("#compare-a", "llama-safetensors")
+    page.fill("#compare-b", "suspect-finetuned")
+    page.click("#compare-run")
+    page.locator("#job-status", has_text="running").wait_for()
+    page.click("#job-cancel")
+    page.locator("#job-status", has_text="cancelled").wait_for()
+    assert page.locator("#job-cancel").is_hidden()
+    assert page.locator("#job-report").is_hidden()
+
+
 def test_a_refused_path_is_shown_on_the_page(page: Any) -> None:
     page.goto("/")
     page.fill("#compare-a", "../../etc/passwd")

@@ -144,12 +144,14 @@ def get_job(job_id: str, state: State) -> dict[str, Any]:
     return dict(_job(state, job_id).snapshot())
 
 
-@router.delete("/jobs/{job_id}", summary="Cancel a queued job (a running one finishes)")
+@router.delete(
+    "/jobs/{job_id}", summary="Cancel a queued job; a running one stops at its next progress step"
+)
 def cancel_job(job_id: str, state: State) -> dict[str, Any]:
     job = _job(state, job_id)
     if not state.jobs.cancel(job_id):
-        raise NotCancellableError(f"job {job_id}: {job.snapshot()['status']}, not queued",
-                            hint="only a job still waiting can be cancelled")  # fmt: skip
+        raise NotCancellableError(f"job {job_id}: {job.snapshot()['status']}, already ended",
+                            hint="only a waiting or running job can be cancelled")  # fmt: skip
     return dict(job.snapshot())
 
 

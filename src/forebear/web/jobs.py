@@ -6,9 +6,12 @@ its last progress messages; every change to it happens under its lock and
 readers get a ``snapshot`` (a plain dict), so a poll never sees half a
 transition. A ``ForebearError`` ends a job as "failed" with its one line; any
 other exception as "failed" with its type and message, never a traceback.
-A queued job can be cancelled; a running one finishes (the library has no
-cancellation points). This module owns job state; what a job does is
-``runs``'s.
+A queued job is cancelled at once. A running one is asked to stop: its next
+progress message (the library reports per layer of a comparison, per batch of
+a probe) raises ``JobStopped`` inside the work — a ``BaseException``, so no
+``except Exception`` on the way swallows it, and every ``with`` closes its
+files — and the job ends "cancelled". Work that reports nothing more runs to
+its end. This module owns job state; what a job does is ``runs``'s.
 """
 
 from __future__ import annotations
@@ -26,12 +29,16 @@ from typing import Any, Literal
 from forebear.errors import ForebearError
 from forebear.web.security import QueueFullError
 
-__all__ = ["Job", "JobOutcome", "JobQueue", "NotCancellableError", "Progress"]
+__all__ = ["Job", "JobOutcome", "JobQueue", "JobStopped", "NotCancellableError", "Progress"]
 
 Status = Literal["queued", "running", "done", "failed", "cancelled"]
 Progress = Callable[[str], None]
 _FINISHED = ("done", "failed", "cancelled")
 _log = logging.getLogger(__name__)
+
+
+class JobStopped(BaseException):  # a signal, like KeyboardInterrupt, not an error
+    """Raised by a running job's progress callback once the job is asked to stop."""
 
 
 class NotCancellableError(ForebearError):
@@ -62,6 +69,7 @@ class Job:
         self._times: dict[str, float] = {"created": time.time()}
         self._error: str | None = None
         self._outcome: JobOutcome | None = None
+        self._stop = False  # asked to stop while running
         self.future: Future[None] | None = None
 
     @property
@@ -70,7 +78,10 @@ class Job:
             return self._status in _FINISHED
 
     def say(self, message: str) -> None:
+        """Record progress; raises ``JobStopped`` once the job was asked to stop."""
         with self._lock:
+            if self._stop:
+                raise JobStopped(self.id)
             self._progress.append(message)
 
     def start(self) -> bool:
@@ -88,11 +99,20 @@ class Job:
             self._times["finished"] = time.time()
 
     def cancel(self) -> bool:
+        """Cancel a queued job, or ask a running one to stop at its next progress message;
+        False when it has ended."""
         with self._lock:
+            if self._status == "running":
+                self._stop = True
+                return True
             if self._status != "queued":
                 return False
             self._status, self._times["finished"] = "cancelled", time.time()
             return True
+
+    def stopped(self) -> None:
+        with self._lock:
+            self._status, self._times["finished"] = "cancelled", time.time()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -100,6 +120,7 @@ class Job:
             return {
                 "id": self.id, "kind": self.kind, "params": dict(self.params),
                 "status": self._status, "progress": list(self._progress),
+                "stopping": self._stop and self._status == "running",
                 "error": self._error, "report": None if outcome is None else outcome.report,
                 "summary": None if outcome is None else dict(outcome.summary),
                 **{key: value for key, value in self._times.items()},
@@ -142,7 +163,7 @@ class JobQueue:
             return list(reversed(self._jobs.values()))
 
     def cancel(self, job_id: str) -> bool:
-        """Cancel a queued job; False when it already runs or ended."""
+        """Cancel a queued job or ask a running one to stop; False when it has ended."""
         job = self.get(job_id)
         return job is not None and job.cancel()
 
@@ -163,6 +184,8 @@ def _run(job: Job, work: Work) -> None:
         return
     try:
         outcome = work(job.id, job.say)
+    except JobStopped:
+        job.stopped()
     except ForebearError as error:
         job.finish(None, str(error))
     except Exception as error:  # a job must end; the client gets one line, the log the rest

@@ -148,7 +148,7 @@ def _stored(reports: Path, job_id: str, report: Report, summary: dict[str, Any],
             say: Progress) -> JobOutcome:  # fmt: skip
     from forebear.report import write_report
 
+    say(f"writing the report: {job_id}")  # the last point a cancelled job stops at
     write_report(report, reports / f"{job_id}.json")
     write_report(report, reports / f"{job_id}.html")
-    say(f"report written: {job_id}")
     return JobOutcome(report=job_id, summary={"title": report.title, **summary})

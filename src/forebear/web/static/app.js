@@ -36,8 +36,10 @@ function showJob(job) {
   $("job").classList.remove("hidden");
   $("job-id").textContent = job.id;
   const status = $("job-status");
-  status.textContent = job.status;
+  status.textContent = job.stopping ? "stopping" : job.status;
   status.className = "status " + job.status;
+  $("job-cancel").classList.toggle("hidden", !["queued", "running"].includes(job.status)
+                                   || job.stopping);
   $("job-params").textContent = describe(job.kind, job.params);
   const list = $("job-progress");
   list.replaceChildren(...job.progress.map((line) => el("li", line)));
@@ -149,6 +151,16 @@ function onSubmit(form, url, body) {
     }
   });
 }
+
+$("job-cancel").addEventListener("click", async () => {
+  const id = $("job-id").textContent;
+  try {
+    showJob(await call("DELETE", "/api/jobs/" + id));
+  } catch (error) {
+    $("job-error").classList.remove("hidden");
+    $("job-error").textContent = error.message;
+  }
+});
 
 onSubmit("compare-form", "/api/compare", () => ({
   a: $("compare-a").value, b: $("compare-b").value, fast: $("compare-fast").checked,
