@@ -80,10 +80,12 @@ def _assign(target: Array, deltas: Array, coefficients: Array, subsets: Array) -
 def fit_dare_ties(m: Array, ps: list[Array], b: Array
                   ) -> tuple[tuple[float, ...], dict[str, float], float] | None:  # fmt: skip
     """DARE-TIES weights (summing to 1), {density} and the residual norm for two parents;
-    None when the values show no common ratio to read the density from."""
+    None when the values show no common ratio to read the density from. The ratios are
+    read on ``_FIT_VALUES`` evenly spaced values, the residual on all of them."""
     if len(ps) != 2:
         return None
-    target, d1, d2 = m - b, ps[0] - b, ps[1] - b
+    pick = np.linspace(0, len(m) - 1, min(len(m), _FIT_VALUES)).astype(np.int64)
+    target, d1, d2 = m[pick] - b[pick], ps[0][pick] - b[pick], ps[1][pick] - b[pick]
     ratios = np.concatenate([_ratios(target, d1), _ratios(target, d2)])
     scale = _mode(np.log(ratios[ratios > 0])) if ratios.size else None
     if scale is None:
@@ -96,11 +98,17 @@ def fit_dare_ties(m: Array, ps: list[Array], b: Array
     alpha = _mode(alphas[(alphas > 0) & (alphas < 1)]) if rest.any() else None
     if alpha is None:
         alpha = 0.5
-    mixed = np.where(both, inverse * (alpha * d1 + (1.0 - alpha) * d2), np.inf)
-    fits = np.stack([np.zeros_like(target), inverse * d1, inverse * d2, mixed])
-    residual = np.min(np.abs(fits - target[None, :]), axis=0)
+    residual_sq = 0.0
+    for start in range(0, len(m), _CHUNK):
+        part = slice(start, start + _CHUNK)
+        t, e1, e2 = m[part] - b[part], ps[0][part] - b[part], ps[1][part] - b[part]
+        agree = np.sign(e1) == np.sign(e2)
+        mixed = np.where(agree, inverse * (alpha * e1 + (1.0 - alpha) * e2), np.inf)
+        nearest = np.minimum(np.minimum(np.abs(t), np.abs(t - inverse * e1)),
+                             np.minimum(np.abs(t - inverse * e2), np.abs(t - mixed)))  # fmt: skip
+        residual_sq += float(np.sum(nearest**2))
     weights = (float(alpha), float(1.0 - alpha))
-    return weights, {"density": 1.0 / inverse}, float(np.linalg.norm(residual))
+    return weights, {"density": 1.0 / inverse}, float(np.sqrt(residual_sq))
 
 
 def _ratios(target: Array, delta: Array) -> Array:
