@@ -498,7 +498,7 @@ def _declared_parents(
     ``_Graph.cost``) is the one the weights prefer it least to. When Y–d ranks no worse on
     coordinates and frozen tensors and is within ``ALTERNATIVE`` of its distance — what a
     spanning tree cannot tell apart — Y–d takes its place (still a tree: removing an edge of
-    the cycle and adding another keeps one path between any two models)."""  # fmt: skip
+    the cycle and adding another keeps one path between any two models)."""
     if priors is None:
         return tree, {}
     edges = {frozenset(e) for e in tree}
