@@ -317,6 +317,25 @@ def test_a_declared_base_picks_among_parents_the_weights_cannot_separate(
     assert "attached_by" in graph and ">priors<" in graph
 
 
+def test_model_cards_declare_bases_for_the_tree(
+    zoo: Callable[[str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--cards``: each folder's README.md ``base_model`` (a hub id: its last component
+    names the local folder) is a prior, read only when asked."""
+    folders = {n: shutil.copytree(zoo(n), tmp_path / n) for n in ("llama-a", "llama-a-ft")}
+    cpt = shutil.copytree(zoo("llama-a-cpt"), tmp_path / "llama-a-cpt")
+    (cpt / "README.md").write_text("---\nbase_model: some-org/llama-a\n---\nContinued.\n")
+    refs = [*map(str, folders.values()), str(cpt)]
+    beside = frozenset((str(folders["llama-a-ft"]), str(cpt)))
+    assert beside in {frozenset((e.parent, e.child)) for e in build_tree(refs).edges}
+    found = build_tree(refs, cards=True)
+    (edge,) = [e for e in found.edges if str(cpt) in (e.parent, e.child)]
+    assert edge.parent == str(folders["llama-a"]) and edge.attached_by == "priors"
+    assert main(["tree", *refs, "--cards", "-f", "json", "-q"]) == 0
+    edges = json.loads(capsys.readouterr().out)["edges"]
+    assert any(e["attached_by"] == "priors" and e["child"] == str(cpt) for e in edges)
+
+
 def test_a_declared_merge_the_weights_do_not_rule_out(
     zoo: Callable[[str], Path], tmp_path: Path
 ) -> None:

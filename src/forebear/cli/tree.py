@@ -56,6 +56,14 @@ def tree_command(
             "such edges are marked.",
         ),
     ] = None,
+    cards: Annotated[
+        bool,
+        typer.Option(
+            "--cards",
+            help="Also take each model's card (README.md base_model) as priors; --priors "
+            "wins for a model both name. (--index always reads the cards.)",
+        ),
+    ] = False,
     fmt: Annotated[TreeFormat, typer.Option("--format", "-f", help="Output format.")] = (
         TreeFormat.text
     ),
@@ -89,13 +97,14 @@ def tree_command(
             found = tree_from_index(opened, family=family, priors=claims, progress=say)
             index_file = opened.path
     else:
-        found = build_tree(models or [], priors=claims, progress=say)
+        found = build_tree(models or [], priors=claims, cards=cards, progress=say)
     if live:
         sys.stderr.write("\r\033[K")
     if report is not None:
         inputs: list[str | Path] = [*(models or []), *(p for p in (index_file, priors) if p)]
         settings = {"index": index, "index_file": index_file and str(index_file),
-                    "family": family, "priors": priors and str(priors)}  # fmt: skip
+                    "family": family, "priors": priors and str(priors),
+                    "cards": cards or index}  # fmt: skip
         _report(found, report, inputs, settings, quiet)
     if fmt is TreeFormat.graphml:
         _write(to_graphml(found), out)

@@ -64,9 +64,14 @@ class Priors:
         return self.claims.get(name) or self.claims.get(Path(name).name)
 
     def declares(self, child: str, base: str) -> bool:
-        """Whether ``child``'s metadata names ``base`` among its base models."""
+        """Whether ``child``'s metadata names ``base`` among its base models: the name as
+        given, or the last component of either (a card's ``org/model`` names a local
+        ``…/model`` folder)."""
         claim = self.claim(child)
-        return claim is not None and bool(_names(base) & set(claim.bases))
+        if claim is None:
+            return False
+        named = {name for declared in claim.bases for name in _names(declared)}
+        return bool(_names(base) & named)
 
     def log_odds(self, u: str, v: str) -> float:
         """Log-odds from metadata that ``u`` is ``v``'s parent (0: no claim either way)."""

@@ -53,6 +53,7 @@ from typing import Any
 from forebear.compare.result import Comparison
 from forebear.compare.sketches import compare_sketches
 from forebear.errors import ForebearError
+from forebear.index.card import read_card
 from forebear.index.store import Index
 from forebear.lineage.adjacency import reparameterised, shared_parameters, structural_changes
 from forebear.lineage.decompose import MIN_WEIGHT, Decomposition, decompose
@@ -133,13 +134,16 @@ def build_tree(
     refs: Sequence[str],
     *,
     priors: Priors | None = None,
+    cards: bool = False,
     budget: int = 1 << 22,
     progress: Callable[[str], None] | None = None,
 ) -> Lineage:
-    """Open, profile and compare every model of ``refs``; then ``assemble``."""
+    """Open, profile and compare every model of ``refs``; then ``assemble``. ``cards``: the
+    models' cards' declared bases as priors too (``priors`` wins for a model both name)."""
     started = time.perf_counter()
     with compared(refs, budget=budget, progress=progress) as evidence:
-        found = evidence.assemble(priors)
+        claims = evidence.cards.merged(priors) if cards else priors
+        found = evidence.assemble(claims)
     return replace(found, seconds=time.perf_counter() - started)
 
 
@@ -152,6 +156,7 @@ class Evidence:
     pairs: Mapping[tuple[str, str], Comparison]
     profiles: Mapping[str, ModelProfile]
     decomposer: Decomposer
+    cards: Priors  # the base models each model's card (README.md) declares
 
     def assemble(self, priors: Priors | None = None) -> Lineage:
         return assemble(self.names, self.pairs, self.profiles, self.decomposer, priors)
@@ -181,7 +186,17 @@ def compared(
             given = None if base is None else by_name[base]
             return decompose(by_name[m], [by_name[p1], by_name[p2]], given, budget=budget)
 
-        yield Evidence(names, pairs, profiles, decomposer)
+        yield Evidence(names, pairs, profiles, decomposer, _card_priors(models))
+
+
+def _card_priors(models: Sequence[Model]) -> Priors:
+    """The base models the models' cards declare, as priors (a card is optional)."""
+    declared: dict[str, Any] = {}
+    for model in models:
+        card = read_card(model.location) if model.location is not None else None
+        if card is not None and card.base_models:
+            declared[model.name] = {"base_model": list(card.base_models)}
+    return Priors.from_mapping(declared, "model cards")
 
 
 def tree_from_index(
