@@ -17,7 +17,7 @@ relative the card does not declare is reported. This module owns the scan and
 the checks; the index owns storage and retrieval.
 
 When the evidence splits across two derived relatives that the query lies
-between (``lineage.tree``'s screen: ``d(A, Q) + d(Q, B) < 1.4 · d(A, B)``, the
+between (``lineage.merging``'s screen: ``d(A, Q) + d(Q, B) < 1.4 · d(A, B)``, the
 query's foot between 5 % and 95 % of the way), the verdict says **merge** of the
 two, with weights from the distances; with ``weights=True`` and both reachable,
 ``lineage.decompose`` decides instead (a fit that is no merge drops the claim).
@@ -41,7 +41,7 @@ from forebear.index.card import CardClaims, read_card
 from forebear.index.record import IndexRecord
 from forebear.index.store import Index
 from forebear.lineage.decompose import MIN_WEIGHT
-from forebear.lineage.tree import BETWEEN
+from forebear.lineage.merging import BETWEEN
 from forebear.model import open_model
 
 __all__ = ["CardCheck", "ScanMatch", "ScanResult", "scan"]

@@ -6,12 +6,9 @@
    (p < 1e-6); no edge ever joins two families;
 2. **copies** (identical or repackaged) collapse into one node per cluster, the
    most precisely stored member first, the others its leaves;
-3. **merges**: a model that lies between two of its eight nearest relatives —
-   ``d(P1, M) + d(M, P2) < 1.4 · d(P1, P2)``, where a parent with two children sits
-   at √2 or more — is
-   decomposed on them (``decompose``, with their closest common relative as the
-   base, only when the parents alone do not explain it); an exact or changed merge
-   becomes a node with two parents;
+3. **merges** (``merging``): a model that lies between two of its eight nearest
+   relatives is decomposed on them; an exact or changed merge becomes a node with
+   two parents;
 4. the rest of each family: the **minimum spanning tree** of the pairwise
    distances (``ledger.changed``: parameter-weighted relative change) — a parent
    is closer to each child than two siblings are to each other — taken in the
@@ -37,7 +34,8 @@
 
 ``tree_from_index`` builds the same forest from an index's fingerprints (no
 weights: no weight-growth evidence and no decomposition; the model cards' declared
-bases become priors). ``assemble`` is the graph logic alone (no I/O).
+bases become priors). ``assemble`` is the graph logic alone (no I/O); ``forest``
+holds what a forest is made of and the pairwise evidence (``PairGraph``).
 """
 
 from __future__ import annotations
@@ -46,7 +44,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from itertools import combinations, pairwise
 from typing import Any
 
@@ -55,79 +53,23 @@ from forebear.compare.sketches import compare_sketches
 from forebear.errors import ForebearError
 from forebear.index.card import read_card
 from forebear.index.store import Index
-from forebear.lineage.adjacency import reparameterised, shared_parameters, structural_changes
-from forebear.lineage.decompose import MIN_WEIGHT, Decomposition, decompose
+from forebear.lineage.decompose import Decomposition, decompose
 from forebear.lineage.direction import (
-    DirectionEvidence,
     ModelProfile,
-    direction,
     profile,
     sketch_profile,
 )
+from forebear.lineage.forest import Decomposer, Edge, Lineage, PairGraph
 from forebear.lineage.graphs import Roots, components, rooted, tree_path
-from forebear.lineage.priors import DECLARED_LOG_ODDS, Priors
+from forebear.lineage.merging import find_merges
+from forebear.lineage.priors import Priors
 from forebear.model import Model, open_model
 
 __all__ = ["Edge", "Evidence", "Lineage", "assemble", "build_tree", "compared", "tree_from_index"]
 
-BETWEEN = 1.4  # (d(P1, M) + d(M, P2)) / d(P1, P2) below this: M may be their merge
-MERGE_CANDIDATES = 4  # pairs of relatives a model is decomposed on, most "between" first
-NEAREST = 8  # a merge's parents are sought among a model's this many nearest relatives
 ALTERNATIVE = 1.1  # relatives this close to a child, relative to its parent, are listed
 MAX_INDEXED = 500  # models a tree from the index compares pairwise, at most
 DECIDED = 0.9  # P(direction) beyond this (or below 1 − this) decides an edge
-_COPIES = ("identical", "repackaged copy")
-_MERGE_P = {"exact merge": 0.999, "merge, then changed": 0.9}
-
-Decomposer = Callable[[str, str, str, str | None], Decomposition]
-
-
-@dataclass(frozen=True)
-class Edge:
-    parent: str
-    child: str
-    relation: str  # the comparison's verdict class, or "merge"
-    log10_p: float | None  # the pair's test (None for a merge edge)
-    distance: float | None  # relative change between the two
-    p_weights: float  # P(parent → child) from the weights
-    p_priors: float | None  # with the metadata priors, when given
-    decided_by: str  # "weights", "priors" or "undetermined"
-    reasons: tuple[str, ...]
-    weight: float | None = None  # a merge parent's mixture weight
-    alternatives: tuple[str, ...] = ()  # other relatives within ALTERNATIVE of the distance
-    attached_by: str = "weights"  # "priors": a declared base the weights could not rule out
-
-
-@dataclass(frozen=True)
-class Lineage:
-    models: tuple[str, ...]
-    families: tuple[tuple[str, ...], ...]
-    edges: tuple[Edge, ...]
-    merges: tuple[Mapping[str, Any], ...]  # each merge's decomposition (JSON form)
-    warnings: tuple[str, ...]
-    comparisons: int
-    seconds: float = 0.0
-
-    def parents(self, model: str) -> tuple[str, ...]:
-        return tuple(e.parent for e in self.edges if e.child == model)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "models": list(self.models), "families": [list(f) for f in self.families],
-            "edges": [_edge_json(e) for e in self.edges], "merges": list(self.merges),
-            "warnings": list(self.warnings), "comparisons": self.comparisons,
-            "seconds": self.seconds,
-        }  # fmt: skip
-
-
-def _edge_json(edge: Edge) -> dict[str, Any]:
-    return {
-        "parent": edge.parent, "child": edge.child, "relation": edge.relation,
-        "log10_p": edge.log10_p, "distance": edge.distance, "p_weights": edge.p_weights,
-        "p_priors": edge.p_priors, "decided_by": edge.decided_by,
-        "reasons": list(edge.reasons), "weight": edge.weight,
-        "alternatives": list(edge.alternatives), "attached_by": edge.attached_by,
-    }  # fmt: skip
 
 
 def build_tree(
@@ -237,60 +179,6 @@ def _compare(a: Model, b: Model) -> Comparison:
     return compare(a, b)
 
 
-@dataclass
-class _Graph:
-    """Pairwise evidence by unordered pair, and the profiles."""
-
-    pairs: Mapping[tuple[str, str], Comparison]
-    profiles: Mapping[str, ModelProfile]
-    warnings: list[str] = field(default_factory=list)
-
-    def get(self, u: str, v: str) -> tuple[Comparison, bool] | None:
-        """The comparison of ``u`` and ``v`` and whether u was its A."""
-        if (u, v) in self.pairs:
-            return self.pairs[(u, v)], True
-        if (v, u) in self.pairs:
-            return self.pairs[(v, u)], False
-        return None
-
-    def copies(self, u: str, v: str) -> bool:
-        found = self.get(u, v)
-        return found is not None and found[0].verdict in _COPIES
-
-    def derived(self, u: str, v: str) -> bool:
-        found = self.get(u, v)
-        return found is not None and found[0].derived
-
-    def distance(self, u: str, v: str) -> float:
-        found = self.get(u, v)
-        if found is None:
-            return math.inf
-        change = found[0].change
-        if change is not None:
-            return change
-        return 0.0 if found[0].verdict in _COPIES else 1.0
-
-    def cost(self, u: str, v: str) -> tuple[int, int, int, float]:
-        """How an edge u–v ranks in the spanning tree, least first: re-parameterisations it
-        needs (and then its structural changes), the parameters the two hold bit-identical
-        (more first), distance (see ``adjacency``)."""
-        found = self.get(u, v)
-        assert found is not None
-        pu, pv = self.profiles[u], self.profiles[v]
-        moved = int(reparameterised(found[0]))
-        cuts = structural_changes(pu, pv) if moved else 0
-        return moved, cuts, -shared_parameters(pu.tensors, pv.tensors), self.distance(u, v)
-
-    def direction(self, u: str, v: str) -> DirectionEvidence:
-        """Log-odds that ``u`` is ``v``'s parent."""
-        found = self.get(u, v)
-        assert found is not None
-        comparison, u_is_a = found
-        a, b = (u, v) if u_is_a else (v, u)
-        evidence = direction(self.profiles[a], self.profiles[b], comparison)
-        return evidence if u_is_a else DirectionEvidence(-evidence.log_odds, evidence.reasons)
-
-
 def assemble(
     names: Sequence[str],
     pairs: Mapping[tuple[str, str], Comparison],
@@ -299,7 +187,7 @@ def assemble(
     priors: Priors | None = None,
 ) -> Lineage:
     """The lineage forest from pairwise comparisons (see the module docstring)."""
-    graph = _Graph(pairs, profiles)
+    graph = PairGraph(pairs, profiles)
     families = components(names, graph.derived)
     edges: list[Edge] = []
     merges: list[Mapping[str, Any]] = []
@@ -309,7 +197,7 @@ def assemble(
     for family in families:
         representatives, copy_edges = _copies(family, graph, prior_odds)
         edges += copy_edges
-        merged, merge_edges, decompositions = _merges(representatives, graph, decomposer,
+        merged, merge_edges, decompositions = find_merges(representatives, graph, decomposer,
                                                       priors)  # fmt: skip
         edges += merge_edges
         merges += decompositions
@@ -324,7 +212,7 @@ def assemble(
 # ---------------------------------------------------------------- copies
 
 
-def _copies(family: list[str], graph: _Graph, prior_odds: PriorOdds | None,
+def _copies(family: list[str], graph: PairGraph, prior_odds: PriorOdds | None,
             ) -> tuple[list[str], list[Edge]]:  # fmt: skip
     """One representative per copy cluster (the most precisely stored), copies as leaves."""
     clusters = components(family, graph.copies)
@@ -346,7 +234,7 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(min(x, 50.0), -50.0)))
 
 
-def _edge(u: str, v: str, graph: _Graph, p: float, p_priors: float | None,
+def _edge(u: str, v: str, graph: PairGraph, p: float, p_priors: float | None,
           reasons: tuple[str, ...]) -> Edge:  # fmt: skip
     """The edge between ``u`` and ``v``, oriented by the weights when they decide, else by
     the priors when they do; ``p`` is P(u → v)."""
@@ -368,128 +256,11 @@ def _edge(u: str, v: str, graph: _Graph, p: float, p_priors: float | None,
                 p_parent, p_prior, decided_by, reasons)  # fmt: skip
 
 
-# ---------------------------------------------------------------- merges
-
-
-def _merges(nodes: list[str], graph: _Graph, decomposer: Decomposer | None,
-            priors: Priors | None = None,
-            ) -> tuple[set[str], list[Edge], list[Mapping[str, Any]]]:  # fmt: skip
-    """Merge nodes, their parent edges and decompositions. Two passes: the first finds which
-    models are merges at all; the second seeks each one's parents among the models that are
-    not (a linear merge also lies between one parent and a sibling merge of the same two).
-    Then the declared merges (``_declared_merge``)."""
-    if decomposer is None:
-        return set(), [], []
-    fits = {m: _merge_of(m, nodes, graph, decomposer) for m in nodes}
-    first = {m: fit for m, fit in fits.items() if fit is not None}
-    plain = [n for n in nodes if n not in first]
-    edges: list[Edge] = []
-    found: list[Mapping[str, Any]] = []
-    for m, (parents, result) in first.items():
-        (parents, result) = _merge_of(m, [m, *plain], graph, decomposer) or (parents, result)
-        found.append({**result.to_json(), "model": m, "parents": list(parents)})
-        edges += _merge_edges(m, parents, result)
-    declared = {m: _declared_merge(m, plain, graph, decomposer, priors) for m in plain}
-    for m, fit in declared.items():
-        if fit is not None:
-            (parents, result) = fit
-            found.append({**result.to_json(), "model": m, "parents": list(parents),
-                          "declared": True})  # fmt: skip
-            edges += _merge_edges(m, parents, result, declared=True)
-    return set(first) | {m for m, fit in declared.items() if fit is not None}, edges, found
-
-
-def _declared_merge(m: str, nodes: list[str], graph: _Graph, decomposer: Decomposer,
-                    priors: Priors | None,
-                    ) -> tuple[tuple[str, str], Decomposition] | None:  # fmt: skip
-    """A merge the weights cannot confirm but do not rule out: ``m`` declares two of
-    ``nodes`` as its bases, lies between them (``_between``), and its fit gives each a
-    weight of at least ``MIN_WEIGHT`` — a merge trained further looks like that, and so
-    does a model trained on both parents' data, which the weights cannot tell apart."""
-    if priors is None:
-        return None
-    bases = {n for n in nodes if n != m and priors.declares(m, n)}
-    for p1, p2 in _between(m, nodes, graph):
-        if {p1, p2} <= bases:
-            result = decomposer(m, p1, p2, _base(m, p1, p2, nodes, graph))
-            if result.best is not None and min(result.best.weights) >= MIN_WEIGHT:
-                return (p1, p2), result
-    return None
-
-
-def _merge_of(m: str, nodes: list[str], graph: _Graph, decomposer: Decomposer,
-              ) -> tuple[tuple[str, str], Decomposition] | None:  # fmt: skip
-    """The first candidate pair of ``nodes`` that ``m`` is a merge of, with the fit."""
-    for p1, p2 in _between(m, nodes, graph)[:MERGE_CANDIDATES]:
-        result = decomposer(m, p1, p2, None)
-        if result.verdict not in _MERGE_P:  # TIES and task arithmetic need the base
-            result = decomposer(m, p1, p2, _base(m, p1, p2, nodes, graph))
-        if result.verdict in _MERGE_P:
-            return (p1, p2), result
-    return None
-
-
-def _between(m: str, nodes: list[str], graph: _Graph) -> list[tuple[str, str]]:
-    """Pairs of ``m``'s nearest relatives that ``m`` lies between, closest to a line first.
-    A merge's parents are among its nearest relatives; without that rule a long branch
-    (a heavily trained relative) makes every close pair look "between"."""
-    relatives = sorted((n for n in nodes if n != m and graph.derived(m, n)),
-                       key=lambda n: graph.distance(m, n))[:NEAREST]  # fmt: skip
-    scored = []
-    for p1, p2 in combinations(relatives, 2):
-        apart = graph.distance(p1, p2)
-        if not graph.derived(p1, p2) or not 0 < apart < math.inf:
-            continue
-        near = (graph.distance(m, p1), graph.distance(m, p2))
-        ratio = sum(near) / apart
-        if ratio < BETWEEN and max(near) < apart:  # inside: closer to each than they are apart
-            scored.append((ratio, p1, p2))
-    return [(p1, p2) for _, p1, p2 in sorted(scored)]
-
-
-def _base(m: str, p1: str, p2: str, nodes: list[str], graph: _Graph) -> str | None:
-    """The likely base of ``p1`` and ``p2``: their closest common relative that does not lie
-    between them (a node between two fine-tunes is a merge of them, not their origin)."""
-    apart = graph.distance(p1, p2)
-    common = [
-        n for n in nodes
-        if n not in (m, p1, p2) and graph.derived(n, p1) and graph.derived(n, p2)
-        and graph.distance(n, p1) + graph.distance(n, p2) >= BETWEEN * apart
-    ]  # fmt: skip
-    if not common:
-        return None
-    return min(common, key=lambda n: graph.distance(n, p1) + graph.distance(n, p2))
-
-
-def _merge_edges(m: str, parents: tuple[str, str], result: Decomposition, *,
-                 declared: bool = False) -> list[Edge]:  # fmt: skip
-    assert result.best is not None
-    pieces = zip(parents, result.distances, result.best.weights, strict=True)
-    if declared:
-        reason = (f"{m} declares {' and '.join(parents)} as its bases and lies between them; "
-                  f"the weights show no exact merge (the nearest, {result.best.method}: "
-                  f"residual {result.best.residual:.3g}, {result.verdict}): a merge trained "
-                  "further, or a model trained on both parents' data")  # fmt: skip
-        p_declared = 1.0 / (1.0 + math.exp(-DECLARED_LOG_ODDS))
-        return [
-            Edge(parent, m, "merge", None, distance, 0.5, p_declared, "priors", (reason,), weight,
-                 attached_by="priors")
-            for parent, distance, weight in pieces
-        ]  # fmt: skip
-    p = _MERGE_P[result.verdict]
-    reason = (f"{m} is a {result.best.method} merge ({result.verdict}, residual "
-              f"{result.best.residual:.3g})")  # fmt: skip
-    return [
-        Edge(parent, m, "merge", None, distance, p, None, "weights", (reason,), weight)
-        for parent, distance, weight in pieces
-    ]
-
-
 # ---------------------------------------------------------------- trees
 
 
-def _spanning_forest(nodes: list[str], graph: _Graph) -> list[list[tuple[str, str]]]:
-    """Kruskal over derived pairs by ``_Graph.cost``; one edge list per tree (singletons:
+def _spanning_forest(nodes: list[str], graph: PairGraph) -> list[list[tuple[str, str]]]:
+    """Kruskal over derived pairs by ``PairGraph.cost``; one edge list per tree (singletons:
     empty)."""
     candidates = sorted(
         (graph.cost(u, v), u, v) for u, v in combinations(nodes, 2) if graph.derived(u, v)
@@ -504,13 +275,13 @@ def _spanning_forest(nodes: list[str], graph: _Graph) -> list[list[tuple[str, st
 
 def _declared_parents(
     tree: list[tuple[str, str]],
-    graph: _Graph,
+    graph: PairGraph,
     priors: Priors | None,
 ) -> tuple[list[tuple[str, str]], dict[frozenset[str], tuple[str, str]]]:
     """``tree`` with declared bases let in where the weights cannot rule them out; and, per
     edge let in, the edge it replaced. Y declares base d, not Y's neighbour: the edge Y–d
     would close a cycle with the tree's path from Y to d, whose longest edge (by
-    ``_Graph.cost``) is the one the weights prefer it least to. When Y–d ranks no worse on
+    ``PairGraph.cost``) is the one the weights prefer it least to. When Y–d ranks no worse on
     coordinates and frozen tensors and is within ``ALTERNATIVE`` of its distance — what a
     spanning tree cannot tell apart — Y–d takes its place (still a tree: removing an edge of
     the cycle and adding another keeps one path between any two models)."""
@@ -541,7 +312,7 @@ def _declared_parents(
     return kept + added, moved
 
 
-def _orient(tree: list[tuple[str, str]], nodes: Sequence[str], graph: _Graph,
+def _orient(tree: list[tuple[str, str]], nodes: Sequence[str], graph: PairGraph,
             prior_odds: PriorOdds | None,
             declared: Mapping[frozenset[str], tuple[str, str]] | None = None,
             ) -> list[Edge]:  # fmt: skip
@@ -569,7 +340,7 @@ def _orient(tree: list[tuple[str, str]], nodes: Sequence[str], graph: _Graph,
     return edges
 
 
-def _alternatives(edge: Edge, nodes: Sequence[str], graph: _Graph) -> tuple[str, ...]:
+def _alternatives(edge: Edge, nodes: Sequence[str], graph: PairGraph) -> tuple[str, ...]:
     """Relatives of the child nearly as close as its parent: a parent picked by distance
     alone is uncertain when another candidate is within ``ALTERNATIVE`` of it."""
     limit = ALTERNATIVE * graph.distance(edge.parent, edge.child)
