@@ -83,7 +83,7 @@ def build_tree(
     """Open, profile and compare every model of ``refs``; then ``assemble``. ``cards``: the
     models' cards' declared bases as priors too (``priors`` wins for a model both name)."""
     started = time.perf_counter()
-    with compared(refs, budget=budget, progress=progress) as evidence:
+    with compared(refs, budget=budget, cards=cards, progress=progress) as evidence:
         claims = evidence.cards.merged(priors) if cards else priors
         found = evidence.assemble(claims)
     return replace(found, seconds=time.perf_counter() - started)
@@ -98,7 +98,7 @@ class Evidence:
     pairs: Mapping[tuple[str, str], Comparison]
     profiles: Mapping[str, ModelProfile]
     decomposer: Decomposer
-    cards: Priors  # the base models each model's card (README.md) declares
+    cards: Priors  # the base models each model's card (README.md) declares, when read
 
     def assemble(self, priors: Priors | None = None) -> Lineage:
         return assemble(self.names, self.pairs, self.profiles, self.decomposer, priors)
@@ -106,9 +106,14 @@ class Evidence:
 
 @contextmanager
 def compared(
-    refs: Sequence[str], *, budget: int = 1 << 22, progress: Callable[[str], None] | None = None
+    refs: Sequence[str],
+    *,
+    budget: int = 1 << 22,
+    cards: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> Iterator[Evidence]:
-    """Open, profile and compare every model of ``refs`` (the models stay open inside)."""
+    """Open, profile and compare every model of ``refs`` (the models stay open inside);
+    ``cards``: read their model cards too (one more request per hub model)."""
     say = progress or (lambda message: None)
     if len(set(refs)) < len(refs):
         twice = sorted({r for r in refs if refs.count(r) > 1})
@@ -128,7 +133,8 @@ def compared(
             given = None if base is None else by_name[base]
             return decompose(by_name[m], [by_name[p1], by_name[p2]], given, budget=budget)
 
-        yield Evidence(names, pairs, profiles, decomposer, _card_priors(models))
+        declared = _card_priors(models) if cards else Priors({})
+        yield Evidence(names, pairs, profiles, decomposer, declared)
 
 
 def _card_priors(models: Sequence[Model]) -> Priors:
