@@ -29,8 +29,8 @@ _MERGE_P = {"exact merge": 0.999, "merge, then changed": 0.9}
 
 
 def find_merges(nodes: list[str], graph: PairGraph, decomposer: Decomposer | None,
-            priors: Priors | None = None,
-            ) -> tuple[set[str], list[Edge], list[Mapping[str, Any]]]:  # fmt: skip
+                priors: Priors | None = None,
+                ) -> tuple[set[str], list[Edge], list[Mapping[str, Any]]]:  # fmt: skip
     """Merge nodes, their parent edges and decompositions. Two passes: the first finds which
     models are merges at all; the second seeks each one's parents among the models that are
     not (a linear merge also lies between one parent and a sibling merge of the same two).
