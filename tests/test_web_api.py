@@ -113,6 +113,7 @@ def test_a_scan_runs_against_the_index(client: Client, models: WebModels) -> Non
     done = _finished(app, job.json())
     assert done["status"] == "done", done
     assert str(models.path("llama-safetensors")) in done["summary"]["verdict"]
+    assert any(line.startswith("scan: testing 1/") for line in done["progress"])  # stop points
     assert app.get(f"/api/reports/{done['report']}").json()["kind"] == "scan"
     missing = app.post("/api/scan", json={"model": "suspect-finetuned", "index": "nowhere.sqlite"})
     assert "no such file" in _error(missing, 404)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any, Literal
@@ -151,20 +151,27 @@ def scan(
     dims: int = 256,
     units: int = 64,
     content_units: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> ScanResult:
     """Scan ``model`` (a model reference, a fingerprint file or a ``Fingerprint``) against
     ``index``; see the module docstring. ``dims`` and ``units`` must be those the index's
-    records were made with (``forebear index add``'s defaults are these)."""
+    records were made with (``forebear index add``'s defaults are these). ``progress``
+    receives a line per step (fingerprint, retrieval, each candidate tested)."""
+    say = progress or (lambda message: None)
     started = time.perf_counter()
+    say("fingerprinting the query")
     query, card, name = _query(model, revision, token, dims, units, content_units)
     made = time.perf_counter()
     hidden = query.meta["structure"].get("hidden")
+    say(f"ranking {len(index)} indexed models")
     found = index.candidates(retrieval_vector(query), k=retrieve,
                              min_hidden=hidden if isinstance(hidden, int) else None,
                              exclude=(name,))  # fmt: skip
     ranked = time.perf_counter()
-    matches = [_test(index, candidate.record, candidate.score, query, name, weights)
-               for candidate in found[:top]]  # fmt: skip
+    matches = []
+    for count, candidate in enumerate(found[:top], start=1):
+        say(f"testing {count}/{min(top, len(found))}: {candidate.record.label}")
+        matches.append(_test(index, candidate.record, candidate.score, query, name, weights))
     matches.sort(key=lambda m: (not m.decisive.derived, m.decisive.log10_p, -m.score))
     best = matches[0] if matches and matches[0].decisive.derived else None
     checks = _check_card(card, best, matches, index, query, name)

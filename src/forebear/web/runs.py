@@ -59,7 +59,13 @@ def scan_work(reports: Path, model: str, index: Path, *, top: int, weights: bool
 
         say(f"scan: fingerprinting {model} and ranking {index}")
         with Index.open(index, create=False) as opened:
-            result = scan(model, opened, top=top, weights=weights)
+            result = scan(
+                model,
+                opened,
+                top=top,
+                weights=weights,
+                progress=lambda message: say(f"scan: {message}"),
+            )
         say(f"scan: {len(result.matches)} candidates tested")
         report = scan_report(result, command=command, inputs=(model,))
         best = result.best
