@@ -7,8 +7,8 @@ readers get a ``snapshot`` (a plain dict), so a poll never sees half a
 transition. A ``ForebearError`` ends a job as "failed" with its one line; any
 other exception as "failed" with its type and message, never a traceback.
 A queued job is cancelled at once. A running one is asked to stop: its next
-progress message (the library reports per layer of a comparison, per batch of
-a probe) raises ``JobStopped`` inside the work — a ``BaseException``, so no
+progress message (the library reports per layer of a comparison, per candidate
+of a scan, per batch of a probe) raises ``JobStopped`` inside the work — a ``BaseException``, so no
 ``except Exception`` on the way swallows it, and every ``with`` closes its
 files — and the job ends "cancelled". Work that reports nothing more runs to
 its end. This module owns job state; what a job does is ``runs``'s.
