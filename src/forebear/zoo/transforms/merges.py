@@ -230,6 +230,38 @@ def merge_ties(
 # ---------------------------------------------------------------- DARE
 
 
+def _dare_inputs(
+    method: str,
+    states: Sequence[State],
+    base: State | None,
+    density: float,
+    weights: Sequence[float] | None,
+    *,
+    positive: bool,
+) -> tuple[Callable[[str], Array], list[float]]:
+    """The checks DARE and DARE-TIES share: a base, compatible models, a density in (0, 1]
+    and one finite weight per model (``positive``: above zero too). Returns the base's
+    tensor by name (float64) and the weights (equal when none are given)."""
+    if base is None:
+        raise ValueError(f"{method} merges task vectors: pass the common base as base=")
+    _check_compatible(states, base, 2)
+    if not 0.0 < density <= 1.0:
+        raise ValueError(f"density must lie in (0, 1], got {density}")
+    chosen = [1.0 / len(states)] * len(states) if weights is None else [float(w) for w in weights]
+    usable = len(chosen) == len(states) and all(np.isfinite(chosen))
+    if not usable or (positive and min(chosen) <= 0):
+        what = "positive weights" if positive else "weights"
+        raise ValueError(f"{len(chosen)} {what} for {len(states)} models: {chosen}")
+    return (lambda name: np.asarray(base[name], dtype=np.float64)), chosen
+
+
+def _dropped(delta: Array, density: float, draw: np.random.Generator) -> Array:
+    """``delta`` with each value kept at random with probability ``density`` (DARE's drop;
+    the caller rescales)."""
+    kept: Array = np.where(draw.random(delta.shape) < density, delta, 0.0)
+    return kept
+
+
 @register("merge_dare")
 def merge_dare(
     states: Sequence[State],
@@ -242,22 +274,14 @@ def merge_dare(
 ) -> Derived:
     """``θ_base + Σ w_i · mask_i ⊙ (θ_i − θ_base) / density``: each task vector's values kept
     at random with probability ``density`` and rescaled (mergekit's ``dare_linear``)."""
-    if base is None:
-        raise ValueError("DARE merges task vectors: pass the common base as base=")
-    _check_compatible(states, base, 2)
-    if not 0.0 < density <= 1.0:
-        raise ValueError(f"density must lie in (0, 1], got {density}")
-    chosen = [1.0 / len(states)] * len(states) if weights is None else [float(w) for w in weights]
-    if len(chosen) != len(states) or not all(np.isfinite(chosen)):
-        raise ValueError(f"{len(chosen)} weights for {len(states)} models: {chosen}")
+    origin_of, chosen = _dare_inputs("DARE", states, base, density, weights, positive=False)
     draw = rng if rng is not None else np.random.default_rng(0)
 
     def combine(arrays: list[Array], name: str) -> Array:
-        origin = np.asarray(base[name], dtype=np.float64)
+        origin = origin_of(name)
         merged = origin.copy()
         for w, array in zip(chosen, arrays, strict=True):
-            kept = draw.random(array.shape) < density
-            merged += w * np.where(kept, array - origin, 0.0) / density
+            merged += w * _dropped(array - origin, density, draw) / density
         return merged
 
     merged = _merge_each(states, combine)
@@ -279,22 +303,13 @@ def merge_dare_ties(
     probability ``density`` and rescaled by ``1 / density``, weighted; per value the sign of
     the weighted sum is elected, and the agreeing weighted values are summed and divided by
     their weights' sum."""
-    if base is None:
-        raise ValueError("DARE-TIES merges task vectors: pass the common base as base=")
-    _check_compatible(states, base, 2)
-    if not 0.0 < density <= 1.0:
-        raise ValueError(f"density must lie in (0, 1], got {density}")
-    chosen = [1.0 / len(states)] * len(states) if weights is None else [float(w) for w in weights]
-    if len(chosen) != len(states) or not all(np.isfinite(chosen)) or min(chosen) <= 0:
-        raise ValueError(f"{len(chosen)} positive weights for {len(states)} models: {chosen}")
+    origin_of, chosen = _dare_inputs("DARE-TIES", states, base, density, weights, positive=True)
     draw = rng if rng is not None else np.random.default_rng(0)
 
     def combine(arrays: list[Array], name: str) -> Array:
-        origin = np.asarray(base[name], dtype=np.float64)
-        weighted = np.stack([
-            w * np.where(draw.random(array.shape) < density, array - origin, 0.0) / density
-            for w, array in zip(chosen, arrays, strict=True)
-        ])  # fmt: skip
+        origin = origin_of(name)
+        weighted = np.stack([w * _dropped(array - origin, density, draw) / density
+                             for w, array in zip(chosen, arrays, strict=True)])  # fmt: skip
         elected = np.where(weighted.sum(axis=0) >= 0, 1.0, -1.0)
         agree = np.sign(weighted) == elected
         share = np.array(chosen).reshape((-1,) + (1,) * (weighted.ndim - 1))
