@@ -9,14 +9,11 @@ probe cannot see replaces the weight tier's list.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 from forebear.report.comparison import plain_json
 from forebear.report.model import Bar, Bars, Finding, Report, Segment, Table
-from forebear.report.provenance import HASH_LIMIT, reproducibility
+from forebear.report.provenance import Making, reproducibility
 from forebear.report.words import p_short
 
 if TYPE_CHECKING:
@@ -37,12 +34,7 @@ _NULL = (
 
 def probe_report(
     result: ProbeResult,
-    *,
-    command: Sequence[str] | None = None,
-    inputs: Sequence[str | Path] = (),
-    created: datetime | str | None = None,
-    environment: Mapping[str, str] | None = None,
-    hash_limit: int | None = HASH_LIMIT,
+    **made: Unpack[Making],
 ) -> Report:
     """The report of ``result``; the keywords as ``comparison_report``'s."""
     from forebear.behavior.result import CANNOT_SEE
@@ -59,13 +51,9 @@ def probe_report(
         tables=(_questions(result), _candidates(result), _controls(result)),
         cannot_see=(*CANNOT_SEE, BEHAVIOUR_ONLY),
         reproducibility=reproducibility(
-            command=command,
-            inputs=inputs,
             seed=settings.seed,
             settings=settings.to_json() | {"prompt_set_sha256": result.probes.sha256},
-            created=created,
-            environment=environment,
-            hash_limit=hash_limit,
+            **made,
         ),
         result=plain_json(_without_version(result.to_json())),
     )

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Unpack
 
 from forebear.compare.result import REPORTING_LOG10_P, Comparison, LayerEvidence, Ledger
 from forebear.report.model import (
@@ -27,7 +25,7 @@ from forebear.report.model import (
     Table,
     plain,
 )
-from forebear.report.provenance import HASH_LIMIT, reproducibility
+from forebear.report.provenance import Making, reproducibility
 from forebear.report.words import (
     HYPOTHESIS,
     THRESHOLD,
@@ -52,16 +50,10 @@ INHERITED, CHANGED, NEW = "inherited", "changed", "new"
 def comparison_report(
     result: Comparison,
     *,
-    command: Sequence[str] | None = None,
-    inputs: Sequence[str | Path] = (),
     seed: int | None = None,
-    created: datetime | str | None = None,
-    environment: Mapping[str, str] | None = None,
-    hash_limit: int | None = HASH_LIMIT,
+    **made: Unpack[Making],
 ) -> Report:
-    """The report of ``result``. ``command``: the command line as argv; ``inputs``: the
-    references compared, hashed when local; ``created`` and ``environment`` (versions) fix
-    what would otherwise be read from the clock and the interpreter."""
+    """The report of ``result``; ``made``: how it was made (``provenance.Making``)."""
     return Report(
         kind="compare",
         title=f"Is {result.b} derived from {result.a}?",
@@ -72,15 +64,7 @@ def comparison_report(
         figures=comparison_figures(result),
         tables=comparison_tables(result),
         cannot_see=cannot_see(result.cannot_see),
-        reproducibility=reproducibility(
-            command=command,
-            inputs=inputs,
-            seed=seed,
-            settings=dict(result.settings),
-            created=created,
-            environment=environment,
-            hash_limit=hash_limit,
-        ),
+        reproducibility=reproducibility(seed=seed, settings=dict(result.settings), **made),
         result=plain_json(result.to_json()),
     )
 

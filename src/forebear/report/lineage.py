@@ -6,15 +6,13 @@ their direction, merges with two parents); its table, every edge with its eviden
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Unpack
 
 from forebear.lineage.tree import Edge, Lineage
 from forebear.report.comparison import plain_json
 from forebear.report.model import EdgeStyle, Forest, ForestEdge, Report, Table
-from forebear.report.provenance import HASH_LIMIT, reproducibility
+from forebear.report.provenance import Making, reproducibility
 from forebear.report.words import cannot_see
 
 __all__ = ["tree_report"]
@@ -33,13 +31,9 @@ _P_NOTE = (
 def tree_report(
     result: Lineage,
     *,
-    command: Sequence[str] | None = None,
-    inputs: Sequence[str | Path] = (),
     seed: int | None = None,
     settings: Mapping[str, Any] | None = None,
-    created: datetime | str | None = None,
-    environment: Mapping[str, str] | None = None,
-    hash_limit: int | None = HASH_LIMIT,
+    **made: Unpack[Making],
 ) -> Report:
     """The report of ``result``; the keywords as ``scan_report``'s."""
     return Report(
@@ -59,15 +53,7 @@ def tree_report(
         ),
         tables=(_edges(result),),
         cannot_see=cannot_see([DIRECTION_LIMIT]),
-        reproducibility=reproducibility(
-            command=command,
-            inputs=inputs,
-            seed=seed,
-            settings=dict(settings or {}),
-            created=created,
-            environment=environment,
-            hash_limit=hash_limit,
-        ),
+        reproducibility=reproducibility(seed=seed, settings=dict(settings or {}), **made),
         result=plain_json(result.to_json()),
     )
 

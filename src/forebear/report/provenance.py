@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from forebear.report.model import FileHash, InputRecord, Reproducibility
 
 __all__ = [
     "HASH_LIMIT",
+    "Making",
     "command_line",
     "describe_input",
     "reproducibility",
@@ -120,18 +121,32 @@ def _size(count: int) -> str:
     return f"{count} bytes"
 
 
+class Making(TypedDict, total=False):
+    """How a report is made: the keywords every report builder passes on to
+    ``reproducibility``. ``command``: the command line as argv; ``inputs``: the references
+    read, hashed when local (files up to ``hash_limit`` bytes); ``created`` and
+    ``environment`` (versions) fix what would otherwise be read from the clock and the
+    interpreter."""
+
+    command: Sequence[str] | None
+    inputs: Sequence[str | Path]
+    created: datetime | str | None
+    environment: Mapping[str, str] | None
+    hash_limit: int | None
+
+
 def reproducibility(
     *,
-    command: Sequence[str] | None,
-    inputs: Sequence[str | Path],
     seed: int | None,
     settings: Mapping[str, Any],
+    command: Sequence[str] | None = None,
+    inputs: Sequence[str | Path] = (),
     created: datetime | str | None = None,
     environment: Mapping[str, str] | None = None,
     hash_limit: int | None = HASH_LIMIT,
 ) -> Reproducibility:
     """The block for a report made now (or at ``created``), in this environment (or the
-    ``environment`` given: fixed versions keep golden files stable)."""
+    ``environment`` given: fixed versions keep golden files stable); see ``Making``."""
     when = created or datetime.now(UTC)
     stamp = when if isinstance(when, str) else when.astimezone(UTC).isoformat(timespec="seconds")
     return Reproducibility(

@@ -7,10 +7,8 @@ checked against the weights (a contradicted claim flagged).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import datetime
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Unpack
 
 from forebear.compare.result import REPORTING_LOG10_P
 from forebear.report.comparison import (
@@ -20,7 +18,7 @@ from forebear.report.comparison import (
     plain_json,
 )
 from forebear.report.model import Bar, Bars, Report, Segment, Table
-from forebear.report.provenance import HASH_LIMIT, reproducibility
+from forebear.report.provenance import Making, reproducibility
 from forebear.report.words import cannot_see, comparison_headline
 from forebear.scan import ScanMatch, ScanResult
 
@@ -35,13 +33,9 @@ INDEX_LIMIT = (
 def scan_report(
     result: ScanResult,
     *,
-    command: Sequence[str] | None = None,
-    inputs: Sequence[str | Path] = (),
     seed: int | None = None,
     settings: Mapping[str, Any] | None = None,
-    created: datetime | str | None = None,
-    environment: Mapping[str, str] | None = None,
-    hash_limit: int | None = HASH_LIMIT,
+    **made: Unpack[Making],
 ) -> Report:
     """The report of ``result``; the keywords as ``comparison_report``'s, and ``settings``
     the scan ran with (``top``, ``weights``, ...), which the result does not record."""
@@ -64,15 +58,7 @@ def scan_report(
             *(() if best is None else comparison_tables(best.decisive)),
         ),
         cannot_see=cannot_see([*(() if lead is None else lead.decisive.cannot_see), INDEX_LIMIT]),
-        reproducibility=reproducibility(
-            command=command,
-            inputs=inputs,
-            seed=seed,
-            settings=dict(settings or {}),
-            created=created,
-            environment=environment,
-            hash_limit=hash_limit,
-        ),
+        reproducibility=reproducibility(seed=seed, settings=dict(settings or {}), **made),
         result=plain_json(result.to_json()),
     )
 
