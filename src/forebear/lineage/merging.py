@@ -11,6 +11,7 @@ show no exact one (``_declared_merge``).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from itertools import combinations
@@ -37,6 +38,7 @@ def find_merges(nodes: list[str], graph: PairGraph, decomposer: Decomposer | Non
     Then the declared merges (``_declared_merge``)."""
     if decomposer is None:
         return set(), [], []
+    decomposer = functools.cache(decomposer)  # both passes and the declared merges ask again
     fits = {m: _merge_of(m, nodes, graph, decomposer) for m in nodes}
     first = {m: fit for m, fit in fits.items() if fit is not None}
     plain = [n for n in nodes if n not in first]
