@@ -314,7 +314,7 @@ def _declared_parents(
     if not moved:
         return tree, moved
     kept = [(u, v) for u, v in tree if frozenset((u, v)) in edges]
-    added = [(u, v) for u, v in (sorted(e) for e in edges) if frozenset((u, v)) in moved]
+    added = sorted((u, v) for u, v in (sorted(e) for e in edges) if frozenset((u, v)) in moved)
     return kept + added, moved
 
 
